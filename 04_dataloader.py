@@ -52,7 +52,7 @@ def shuffled_order(dataset: Dataset, batch_size: int, seed: int) -> list[int]:
 # Default collation stacks tensors, so it fails when they differ in length. A `collate_fn`
 # pads them to the longest in the batch and keeps the true lengths, which an LSTM needs
 # (`nn.utils.rnn.pack_padded_sequence(tokens, lengths, enforce_sorted=False)`).
-# It is a module-level function, so workers started with spawn can unpickle it.
+# With workers, collation runs in them: a module-level function, it pickles for spawn.
 
 # %%
 class Sequences(Dataset):
@@ -169,6 +169,7 @@ def int_at_least(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+    parse.__name__ = "int"  # argparse's message for a non-number: "invalid int value"
     return parse
 
 
@@ -230,8 +231,7 @@ def main(argv=None):
           f"{shuffled_order(dataset, args.batch_size, args.seed) == orders[0]} | "
           f"seed {args.seed + 1}: {shuffled_order(dataset, args.batch_size, args.seed + 1)}")
 
-    padded = next(iter(DataLoader(Sequences([3, 5, 1, 4]), batch_size=4, collate_fn=pad_collate,
-                                  **in_workers)))
+    padded = next(iter(DataLoader(Sequences([3, 5, 1, 4]), batch_size=4, collate_fn=pad_collate)))
     print(f"padded tokens (T_max, B): {tuple(padded['tokens'].shape)}, "
           f"lengths {padded['lengths'].tolist()}, column 2: {padded['tokens'][:, 2].tolist()}")
 

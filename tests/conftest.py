@@ -1,5 +1,6 @@
 """Helpers shared by the tests: import a numbered script by path, run one as a user would."""
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +24,28 @@ def load_script(name: str):
     return module
 
 
-def run_script(name: str, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python NAME ARGS` in cwd, with our deprecations turned into errors."""
-    cmd = [sys.executable, "-W", "error::DeprecationWarning", "-W", "error::FutureWarning",
-           str(ROOT / name), *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def command(name: str, *args: str) -> list[str]:
+    """`python NAME ARGS`, with deprecation and future warnings turned into errors."""
+    return [sys.executable, "-W", "error::DeprecationWarning", "-W", "error::FutureWarning",
+            str(ROOT / name), *args]
+
+
+def one_thread(env=None) -> dict:
+    """The environment for a script run beside others. Two processes that each spin up an
+    OpenMP thread per core on a 2-core machine take seven times as long (28 s, not 4 s, for
+    two 05_lstm.py runs); with one thread each they take no longer than one alone."""
+    return {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"}
+
+
+def run_script(name: str, *args: str, cwd: Path, env=None, timeout: float = 120):
+    return subprocess.run(command(name, *args), cwd=cwd, env=one_thread(env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_script(name: str, *args: str, cwd: Path) -> subprocess.Popen:
+    """The same, started in the background: collect it with .communicate()."""
+    return subprocess.Popen(command(name, *args), cwd=cwd, env=one_thread(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def main_error(module, argv, capsys) -> str:
