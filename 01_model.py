@@ -181,8 +181,9 @@ def main(argv=None):
     model = make_model().to(device)
     print(model)
     print(f"parameters: {count_parameters(model)}")
-    x = torch.randn(args.batch_size, 4, device=device)
-    target = torch.randint(0, 3, (args.batch_size,), device=device)
+    # Drawn on the CPU and then moved: the same numbers on any device.
+    x = torch.randn(args.batch_size, 4).to(device)  # (B, 4)
+    target = torch.randint(0, 3, (args.batch_size,)).to(device)  # (B,)
     print(f"input  x [B, in]:  {tuple(x.shape)}")
     print(f"output   [B, out]: {tuple(model(x).shape)}")
 
@@ -201,7 +202,7 @@ def main(argv=None):
     dw, db = autograd_gradients(layer, x1, t1)
     print(f"autograd: dL/dw={dw.item():g} dL/db={db.item():g} (by hand: 12 and 6)")
     layer = nn.Linear(4, 3).to(device)
-    t = torch.randn(args.batch_size, 3, device=device)
+    t = torch.randn(args.batch_size, 3).to(device)
     auto = autograd_gradients(layer, x, t)
     hand = hand_gradients(x, t, layer.weight.detach(), layer.bias.detach())
     same = all(torch.allclose(a, h, atol=1e-6) for a, h in zip(auto, hand))
