@@ -174,3 +174,9 @@ def test_sizes_steps_rates_and_temperature_must_be_positive(flag, value, capsys)
 def test_missing_cuda_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "--device cuda: no CUDA GPU" in main_error(m, ["--device", "cuda"], capsys)
+
+
+def test_a_long_text_is_scored_on_its_start(monkeypatch, capsys):
+    monkeypatch.setattr(m, "EVAL_CHARS", 40)
+    m.main(["--steps", "5"])
+    assert "next-character accuracy on the first 40 characters: " in capsys.readouterr().out
