@@ -201,6 +201,8 @@ def main(argv=None):
     x1, t1 = torch.tensor([[2.0]], device=device), torch.tensor([[4.0]], device=device)
     dw, db = autograd_gradients(layer, x1, t1)
     print(f"autograd: dL/dw={dw.item():g} dL/db={db.item():g} (by hand: 12 and 6)")
+    F.mse_loss(layer(x1), t1).backward()  # again, without zero_grad(): .grad adds up
+    print(f"backward() again without zero_grad(): dL/dw={layer.weight.grad.item():g} (12 + 12)")
     layer = nn.Linear(4, 3).to(device)
     t = torch.randn(args.batch_size, 3).to(device)
     auto = autograd_gradients(layer, x, t)

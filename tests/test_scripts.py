@@ -14,7 +14,8 @@ from conftest import ROOT, SCRIPTS, run_script
 KEY_LINES = {
     "01_model.py": [r"^device: (cpu|cuda|mps)", r"^parameters: 131$",
                     r"^layers in a list: 0 parameters; in nn.ModuleList: 67$",
-                    r"^autograd: dL/dw=12 dL/db=6", r"matches the chain rule .*: True$",
+                    r"^autograd: dL/dw=12 dL/db=6", r"without zero_grad\(\): dL/dw=24 ",
+                    r"matches the chain rule .*: True$",
                     r"^one SGD step \| loss [\d.]+ -> [\d.]+", r"outputs identical: True$",
                     r"torch.load refused: UnpicklingError"],
     "02_dataset.py": [r"^len\(dataset\): 10$", r"^dataset\[0\]: image \(8, 8\) torch.uint8",
