@@ -135,7 +135,8 @@ def load_whole_model_error(model: nn.Module, folder: Path) -> str:
 def pick_device(name: str) -> torch.device:
     """'auto' is the available accelerator (CUDA, MPS, ...), else the CPU."""
     if name == "auto":
-        if torch.accelerator.is_available():  # current_accelerator() alone names cuda even with no GPU
+        # current_accelerator() alone names cuda even where no GPU is usable: ask first
+        if torch.accelerator.is_available():
             return torch.accelerator.current_accelerator()
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -158,7 +159,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv=None):
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where the model runs; auto: the available accelerator, else cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data")

@@ -179,9 +179,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv=None):
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--root", type=Path, default=None,
-                        help="folder with index.csv and .npy files (default: write an example one)")
+                        help="folder with index.csv and .npy files; none: write an example one")
     parser.add_argument("--num-samples", type=positive_int, default=10,
                         help="samples in the example folder")
     parser.add_argument("--image-size", type=positive_int, default=8, help="example images' side")

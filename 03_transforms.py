@@ -142,7 +142,8 @@ def pickle_round_trip(image: torch.Tensor, transform) -> str:
     """What a worker receives: the unpickled copy. Does it give the same output?"""
     copy = pickle.loads(pickle.dumps(transform))
     sample = {"image": image.float(), "label": 0}
-    return f"pickles; the copy gives the same output: {torch.equal(copy(sample)['image'], transform(sample)['image'])}"
+    same = torch.equal(copy(sample)["image"], transform(sample)["image"])
+    return f"pickles; the copy gives the same output: {same}"
 
 
 # %%
@@ -160,7 +161,8 @@ class Parser(argparse.ArgumentParser):
 
 def main(argv=None):
     methods = [m for m in ("spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="seed for the random transforms")
     parser.add_argument("--image-size", type=positive_int, default=32, help="side of the image")
     parser.add_argument("--crop", type=positive_int, default=24, help="side after v2.RandomCrop")

@@ -12,7 +12,13 @@ import sys
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    get_worker_info,
+)
 
 # %% [markdown]
 # ## Batches from dict samples
@@ -44,7 +50,8 @@ def epoch_order(loader: DataLoader) -> list[int]:
 def shuffled_order(dataset: Dataset, batch_size: int, seed: int) -> list[int]:
     # The order comes from the sampler in the main process, whatever the number of workers.
     generator = torch.Generator().manual_seed(seed)  # its own: no other code can shift it
-    return epoch_order(DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    return epoch_order(loader)
 
 
 # %% [markdown]
@@ -153,7 +160,8 @@ def shards(dataset: Dataset, num_replicas: int, seed: int, epoch: int = 0) -> li
 def pick_device(name: str) -> torch.device:
     """'auto' is the available accelerator (CUDA, MPS, ...), else the CPU."""
     if name == "auto":
-        if torch.accelerator.is_available():  # current_accelerator() alone names cuda even with no GPU
+        # current_accelerator() alone names cuda even where no GPU is usable: ask first
+        if torch.accelerator.is_available():
             return torch.accelerator.current_accelerator()
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -179,13 +187,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv=None):
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--num-workers", type=int_at_least(0), default=2,
                         help="worker processes; 0 loads in the main process")
     parser.add_argument("--multiprocessing-context", default=None,
                         choices=multiprocessing.get_all_start_methods(),
-                        help=f"how workers start (default: this platform's, "
-                             f"{multiprocessing.get_start_method()})")
+                        help="how workers start; none: this platform's, "
+                             + multiprocessing.get_start_method())
     parser.add_argument("--batch-size", type=int_at_least(1), default=4, help="samples per batch")
     parser.add_argument("--num-samples", type=int_at_least(1), default=10, help="data set size")
     parser.add_argument("--seed", type=int, default=0, help="seed for shuffling and workers")
@@ -202,14 +211,14 @@ def main(argv=None):
     context = args.multiprocessing_context or multiprocessing.get_start_method()
     print(f"device: {device} | workers: {workers} | start method: {context}")
     # DataLoader refuses a multiprocessing_context when there are no worker processes.
-    in_workers = {"num_workers": workers,
-                  "multiprocessing_context": args.multiprocessing_context if workers else None}
+    context_if_workers = args.multiprocessing_context if workers else None
+    in_workers = {"num_workers": workers, "multiprocessing_context": context_if_workers}
 
     dataset = Squares(args.num_samples)
     loader = DataLoader(
         dataset, batch_size=args.batch_size, shuffle=True, **in_workers,
         generator=torch.Generator().manual_seed(args.seed),
-        pin_memory=device.type == "cuda",  # page-locked memory: faster, asynchronous copies to a GPU
+        pin_memory=device.type == "cuda",  # page-locked memory: fast, asynchronous copies to a GPU
         persistent_workers=workers > 0,  # keep workers between epochs: starting them costs seconds
     )
     print(f"dataset[1]: {dataset[1]}")
@@ -248,13 +257,15 @@ def main(argv=None):
         print(f"reseeded in worker_init_fn:    draws by worker {after}")
 
         for split in (False, True):
-            items = list(DataLoader(RangeStream(0, 8, split=split), batch_size=None, **in_workers))
+            stream = RangeStream(0, 8, split=split)
+            items = list(DataLoader(stream, batch_size=None, **in_workers))  # None: no batching
             print(f"RangeStream(0, 8, split={split}) in {workers} workers: "
                   f"{len(items)} items, {sorted(int(i) for i in items)}")
 
     rank0, rank1 = shards(dataset, num_replicas=2, seed=args.seed)
+    covering = sorted(rank0 + rank1) == list(range(len(dataset)))
     print(f"DistributedSampler: rank 0 {rank0}, rank 1 {rank1} | "
-          f"disjoint: {not set(rank0) & set(rank1)}, covering: {sorted(rank0 + rank1) == list(range(len(dataset)))}")
+          f"disjoint: {not set(rank0) & set(rank1)}, covering: {covering}")
 
 
 # Workers started with spawn or forkserver import this file again (as "__mp_main__") to find

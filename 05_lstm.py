@@ -46,8 +46,9 @@ def train_tiny(seed: int, max_steps: int = 500, lr: float = 0.1):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if torch.equal(tiny_logits(lstm, linear, tokens).argmax(-1), target):
-            break
+        with torch.no_grad():
+            if torch.equal(tiny_logits(lstm, linear, tokens).argmax(-1), target):
+                break
     return lstm, linear, step
 
 
@@ -66,7 +67,8 @@ class CharLSTM(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 1):
         super().__init__()
         self.vocab_size = vocab_size
-        self.lstm = nn.LSTM(vocab_size, hidden_size, num_layers)  # (T, B, V); batch_first=True: (B, T, V)
+        # Input (T, B, V), time first; with batch_first=True it would be (B, T, V).
+        self.lstm = nn.LSTM(vocab_size, hidden_size, num_layers)
         self.head = nn.Linear(hidden_size, vocab_size)
 
     def init_state(self, batch_size: int):
@@ -108,7 +110,7 @@ def train(model: CharLSTM, data: torch.Tensor, steps: int, batch_size: int, seq_
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for step in range(1, steps + 1):
-        x, y = get_batch(data, seq_len, batch_size, generator)  # drawn on the CPU: same on any device
+        x, y = get_batch(data, seq_len, batch_size, generator)  # on the CPU: same on any device
         log_probs, _ = model(x.to(device))  # (T, B, V)
         loss = F.nll_loss(log_probs.reshape(-1, model.vocab_size), y.to(device).reshape(-1))
         optimizer.zero_grad()
@@ -171,7 +173,8 @@ EVAL_CHARS = 10_000
 def pick_device(name: str) -> torch.device:
     """'auto' is the available accelerator (CUDA, MPS, ...), else the CPU."""
     if name == "auto":
-        if torch.accelerator.is_available():  # current_accelerator() alone names cuda even with no GPU
+        # current_accelerator() alone names cuda even where no GPU is usable: ask first
+        if torch.accelerator.is_available():
             return torch.accelerator.current_accelerator()
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -212,21 +215,24 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv=None):
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where to train; auto: the available accelerator, else cpu")
     parser.add_argument("--text-file", type=Path, default=None,
-                        help="UTF-8 text to learn (default: a built-in rhyme)")
+                        help="UTF-8 text to learn; none: a built-in rhyme")
     parser.add_argument("--steps", type=positive(int), default=300, help="training steps")
     parser.add_argument("--hidden-size", type=positive(int), default=64, help="LSTM state size")
     parser.add_argument("--batch-size", type=positive(int), default=32, help="windows per step")
     parser.add_argument("--seq-len", type=positive(int), default=32, help="characters per window")
     parser.add_argument("--lr", type=positive(float), default=0.01, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, batches, sampling")
-    parser.add_argument("--prompt", default=None, help="text to continue (default: the first character)")
-    parser.add_argument("--sample-len", type=positive(int), default=120, help="characters to generate")
+    parser.add_argument("--prompt", default=None,
+                        help="text to continue; none: the first character")
+    parser.add_argument("--sample-len", type=positive(int), default=120,
+                        help="characters to generate")
     parser.add_argument("--temperature", type=positive(float), default=None,
-                        help="sample at this temperature (default: greedy, the likeliest character)")
+                        help="sample at this temperature; none: greedy, the likeliest character")
     if argv is None and "ipykernel" in sys.modules:  # a Jupyter kernel's argv is its own
         argv = []
     args = parser.parse_args(argv)
@@ -265,7 +271,7 @@ def main(argv=None):
     # The real model.
     torch.manual_seed(args.seed)
     data = encode(text, vocab)  # (N,)
-    model = CharLSTM(len(vocab), args.hidden_size).to(device)  # made on the CPU, then moved: same weights anywhere
+    model = CharLSTM(len(vocab), args.hidden_size).to(device)  # made on the CPU: same anywhere
     print(f"text: {len(text)} characters, vocabulary {len(vocab)} | "
           f"batch (seq_len, batch, vocab) = ({args.seq_len}, {args.batch_size}, {len(vocab)})")
     generator = torch.Generator().manual_seed(args.seed)

@@ -60,13 +60,15 @@ def test_a_closure_stops_a_spawn_or_forkserver_dataloader(context):
 
 
 def test_class_instance_and_partial_really_run_in_a_spawn_worker(tmp_path):
-    result = run_script("03_transforms.py", "--check-workers", "--start-method", "spawn", cwd=tmp_path)
+    result = run_script("03_transforms.py", "--check-workers", "--start-method", "spawn",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "both, in a worker works: batch image (2, 3, 32, 32)" in result.stdout
 
 
 def test_pickle_round_trip_reports_an_equal_copy():
-    assert m.pickle_round_trip(m.make_image(4), m.Normalize(0.5, 0.25)).endswith("same output: True")
+    result = m.pickle_round_trip(m.make_image(4), m.Normalize(0.5, 0.25))
+    assert result.endswith("same output: True")
 
 
 def test_plain_compose_equals_v2_compose_including_random_steps():
@@ -83,7 +85,8 @@ def test_plain_compose_equals_v2_compose_including_random_steps():
 
 def test_to_image_and_to_dtype_scale_uint8_to_unit_floats():
     image = m.make_image(6)
-    out = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])({"image": image, "label": 0})
+    to_float = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    out = to_float({"image": image, "label": 0})
     assert out["image"].dtype == torch.float32 and out["label"] == 0
     torch.testing.assert_close(out["image"].as_subclass(torch.Tensor), image.float() / 255)
 
@@ -123,4 +126,5 @@ def test_crop_larger_than_image_is_rejected(capsys):
 
 @pytest.mark.parametrize("flag", ["--image-size", "--crop"])
 def test_sizes_must_be_positive(flag, capsys):
-    assert f"argument {flag}: must be a positive integer, got 0" in main_error(m, [flag, "0"], capsys)
+    line = main_error(m, [flag, "0"], capsys)
+    assert f"argument {flag}: must be a positive integer, got 0" in line

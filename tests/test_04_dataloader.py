@@ -103,8 +103,9 @@ def test_distributed_shards_pad_an_uneven_length_by_repeating():
 
 def test_spawn_forkserver_and_no_workers_all_run(tmp_path):
     # fork, Linux's default before Python 3.14, is the default run in test_scripts.py.
-    runs = [["--num-workers", "2", "--multiprocessing-context", c]
-            for c in multiprocessing.get_all_start_methods() if c != "fork"] + [["--num-workers", "0"]]
+    methods = [c for c in multiprocessing.get_all_start_methods() if c != "fork"]
+    runs = [["--num-workers", "2", "--multiprocessing-context", c] for c in methods]
+    runs.append(["--num-workers", "0"])
     # Started together: spawn workers each import torch, which takes seconds.
     procs = [start_script("04_dataloader.py", *args, cwd=tmp_path) for args in runs]
     outputs = [proc.communicate(timeout=120) for proc in procs]
@@ -118,8 +119,8 @@ def test_spawn_forkserver_and_no_workers_all_run(tmp_path):
     assert "no copies to compare" in no_workers
     # Order, padding and shards are decided in the main process: workers do not change them.
     same = ("epoch 1", "a new loader", "padded", "DistributedSampler")
-    assert ([l for l in no_workers.splitlines() if l.startswith(same)]
-            == [l for l in outputs[0][0].splitlines() if l.startswith(same)])
+    assert ([line for line in no_workers.splitlines() if line.startswith(same)]
+            == [line for line in outputs[0][0].splitlines() if line.startswith(same)])
     assert list(tmp_path.iterdir()) == []
 
 

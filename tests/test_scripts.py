@@ -126,7 +126,8 @@ def notebook_tools():
     except ImportError as e:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"notebook tools not installed ({e.name}): pip install jupytext nbclient ipykernel")
+        pytest.skip(f"notebook tools not installed ({e.name}): "
+                    "pip install jupytext nbclient ipykernel")
     return jupytext, nbclient
 
 
