@@ -1,10 +1,12 @@
-"""A model is an nn.Module: layers made in __init__, the computation in forward.
-Autograd gives the gradients, an optimizer uses them, and a state_dict saves the weights.
+# %% [markdown]
+# # 01 - A model: `nn.Module`, autograd and one training step
+# A model is a class whose `__init__` makes the layers and whose `forward` uses them. Autograd
+# computes the gradients, an optimizer applies them, and a `state_dict` saves the weights.
+# Run: `python 01_model.py` (try `--hidden 32`, `--seed 1`, `--device cuda`; `--help` lists all)
 
-Run:  python 01_model.py --device auto --seed 0
-"""
 # %%
 import argparse
+import pickle
 import sys
 import tempfile
 from pathlib import Path
@@ -13,37 +15,93 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
+def int_in(lo: int, hi: int):
+    """An argparse type: an integer from lo to hi."""
+    def integer(text: str) -> int:
+        value = int(text)  # not a number: argparse says "invalid integer value"
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
+        return value
+    return integer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="A model, autograd and one training step.")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="auto: the available accelerator, else the CPU")
+    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0..2**32-1")
+    parser.add_argument("--hidden", type=int_in(1, 4096), default=16, help="1..4096")
+    args = parser.parse_args(argv)
+    # current_accelerator() names cuda even where no GPU works: ask is_available() first
+    found = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if args.device == "auto":
+        args.device = found or "cpu"
+    elif args.device != "cpu" and getattr(found, "type", None) != args.device:
+        parser.error(f"--device {args.device}: not available on this machine")
+    args.device = torch.device(args.device)
+    return args
+
+
+if __name__ == "__main__":  # a notebook kernel's argv is not ours; `%run 01_model.py --x` is
+    args = parse_args(None if "__file__" in globals() else [])
+    sys.excepthook = lambda kind, *info: (  # Ctrl-C: one line, not a traceback
+        print("interrupted", file=sys.stderr) if issubclass(kind, KeyboardInterrupt)
+        else sys.__excepthook__(kind, *info))
+    device = args.device
+    torch.manual_seed(args.seed)
+    print(f"device: {device}")
+
 # %% [markdown]
-# ## The model
-# `nn.Module` finds its parameters through the attributes you assign in `__init__`:
-# an `nn.Linear` stored as `self.fc1` is registered, so `parameters()`, `.to(device)` and
-# `state_dict()` all see it. `forward` says what happens to a batch; call the model as
-# `model(x)`, not `model.forward(x)`, so that PyTorch's hooks run too.
+# ## A model is a class: layers in `__init__`, the computation in `forward`
+# A layer assigned to `self` is registered: `parameters()`, `.to(device)` and `state_dict()` find
+# it there. Call the model, `model(x)`, rather than `model.forward(x)`: the call also runs
+# PyTorch's hooks. The parameters are made on the CPU from the seed, then moved to the device.
 
 # %%
 class MLP(nn.Module):
     def __init__(self, in_features: int, hidden: int, out_features: int, dropout: float = 0.2):
-        super().__init__()  # first: it creates the registries the attributes below go into
+        super().__init__()  # first: it sets up the registry the layers below go into
         self.fc1 = nn.Linear(in_features, hidden)
-        self.dropout = nn.Dropout(dropout)  # behaves differently in train() and eval()
+        self.dropout = nn.Dropout(dropout)  # active in train() mode only
         self.fc2 = nn.Linear(hidden, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, in_features)
         h = F.relu(self.fc1(x))  # (B, hidden)
-        return self.fc2(self.dropout(h))  # (B, out_features)
+        return self.fc2(self.dropout(h))  # (B, out_features): logits, one score per class
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
+if __name__ == "__main__":
+    model = MLP(4, args.hidden, 3).to(device)
+    x = torch.randn(8, 4).to(device)  # drawn on the CPU: the same on any device
+    print(f"x {tuple(x.shape)} -> model(x) {tuple(model(x).shape)}")
+    print(model)
+    for name, p in model.named_parameters():
+        print(f"  {name:10} {tuple(p.shape)}")
+    print(f"parameters: {sum(p.numel() for p in model.parameters())}")
 
 # %% [markdown]
-# Pitfall: layers kept in a plain Python list are invisible to the module, so the optimizer
-# never updates them and `.to(device)` never moves them. `nn.ModuleList` registers them.
+# When `forward` is just "one layer after another", `nn.Sequential` builds the same model without
+# a class. Its `state_dict` keys are positions (`0.weight`) instead of attribute names
+# (`fc1.weight`); the tensors are the same, so the weights can move across.
 
 # %%
-class ListOfLayers(nn.Module):
-    def __init__(self, sizes: list[int], registered: bool):
+if __name__ == "__main__":
+    seq = nn.Sequential(nn.Linear(4, args.hidden), nn.ReLU(), nn.Dropout(0.2),
+                        nn.Linear(args.hidden, 3)).to(device)
+    seq.load_state_dict(dict(zip(seq.state_dict(), model.state_dict().values())))
+    print(f"nn.Sequential keys {list(seq.state_dict())}")
+    print(f"  same outputs with MLP's weights (eval mode): "
+          f"{torch.equal(seq.eval()(x), model.eval()(x))}")
+
+# %% [markdown]
+# Pitfall: layers kept in a plain Python list are invisible to the module. They have no
+# parameters as far as `parameters()` is concerned, so no optimizer trains them and `.to()` does
+# not move them. `nn.ModuleList` registers them.
+
+# %%
+class Stack(nn.Module):
+    def __init__(self, sizes: list[int], registered: bool = True):
         super().__init__()
         layers = [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
         self.layers = nn.ModuleList(layers) if registered else layers
@@ -54,186 +112,126 @@ class ListOfLayers(nn.Module):
         return x
 
 
+if __name__ == "__main__":
+    for registered in (False, True):
+        count = sum(p.numel() for p in Stack([4, 8, 3], registered).parameters())
+        print(f"layers in {'nn.ModuleList' if registered else 'a plain list'}: {count} parameters")
+    try:
+        torch.optim.SGD(Stack([4, 8, 3], registered=False).parameters(), lr=0.1)
+    except ValueError as e:
+        print(f"  an optimizer for the list version: ValueError: {e}")
+
 # %% [markdown]
-# ## Autograd
-# Backpropagation comes free: `loss.backward()` fills `.grad` for every parameter.
-# For one linear layer `y = x @ W.T + b` and the mean squared error
-# `L = mean((y - t)**2)` over all N*O outputs, the chain rule by hand gives
-# `dL/dy = 2 (y - t) / (N*O)`, `dL/dW = (dL/dy).T @ x` and `dL/db = (dL/dy).sum(0)`.
+# ## Initial weights: `nn.init` and `model.apply`
+# `nn.Linear` starts uniform in +-1/sqrt(fan_in). To choose another scheme, write a function for
+# one module and let `model.apply` call it on every submodule. Kaiming's normal init
+# (std = sqrt(2 / fan_in)) keeps the size of activations steady through ReLU layers.
 
 # %%
-def hand_gradients(x, t, weight, bias):
-    """Gradients of mean((x @ W.T + b - t)**2) with respect to W and b, by the chain rule."""
-    y = x @ weight.T + bias  # (N, O)
-    dy = 2 * (y - t) / y.numel()  # (N, O)
-    return dy.T @ x, dy.sum(0)  # (O, I), (O,)
+def init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        nn.init.zeros_(module.bias)
 
 
-def autograd_gradients(layer: nn.Linear, x, t):
-    """The same gradients, from loss.backward()."""
-    layer.zero_grad()
-    loss = F.mse_loss(layer(x), t)
-    loss.backward()
-    return layer.weight.grad, layer.bias.grad
-
+if __name__ == "__main__":
+    model.apply(init_weights)  # in place, on whatever device the model is
+    print(f"fc1.weight std {model.fc1.weight.std():.3f} (sqrt(2/4) = {(2 / 4) ** 0.5:.3f}), "
+          f"biases zero: {not model.fc1.bias.any() and not model.fc2.bias.any()}")
 
 # %% [markdown]
-# ## One training step
-# The order matters: clear the old gradients (they accumulate otherwise), compute the loss,
-# backpropagate, then let the optimizer move the parameters.
+# ## Autograd, checked by hand
+# `loss.backward()` fills `.grad` of every tensor made with `requires_grad=True` (parameters are).
+# By hand, for y = w*x + b and L = (y - t)^2 with x=2, w=3, b=1, t=4: y = 7, L = 9,
+# dL/dw = 2(y - t)x = 12 and dL/db = 2(y - t) = 6. A second `backward()` adds to `.grad`
+# rather than replacing it, which is why each training step starts with `zero_grad()`.
+
+# %%
+if __name__ == "__main__":
+    w = torch.tensor(3.0, requires_grad=True)
+    b = torch.tensor(1.0, requires_grad=True)
+    loss = (w * 2.0 + b - 4.0) ** 2
+    loss.backward()
+    print(f"L={loss.item():g}: dL/dw={w.grad.item():g}, dL/db={b.grad.item():g} (by hand: 12, 6)")
+    ((w * 2.0 + b - 4.0) ** 2).backward()  # again, with no zero_grad() in between
+    print(f"backward() again: dL/dw={w.grad.item():g} (12 + 12: gradients add up)")
+
+# %% [markdown]
+# The same rule for a layer, y = x @ W.T + b, with L the mean of (y - t)^2 over its outputs:
+# dL/dy = 2(y - t) / y.numel(), then dL/dW = (dL/dy).T @ x and dL/db = (dL/dy).sum(0).
+
+# %%
+def linear_mse_grads(x, t, weight, bias):
+    dy = 2 * (x @ weight.T + bias - t) / t.numel()  # (B, out)
+    return dy.T @ x, dy.sum(0)  # (out, in), (out,)
+
+
+if __name__ == "__main__":
+    layer, t = nn.Linear(4, 3).to(device), torch.randn(8, 3).to(device)
+    F.mse_loss(layer(x), t).backward()
+    by_hand = linear_mse_grads(x, t, layer.weight.detach(), layer.bias.detach())
+    same = all(torch.allclose(a, h) for a, h in zip((layer.weight.grad, layer.bias.grad), by_hand))
+    print(f"nn.Linear(4, 3) on x {tuple(x.shape)}: autograd == chain rule: {same}")
+
+# %% [markdown]
+# ## One training step, and evaluation
+# The order of a step: clear the old gradients, compute the loss, backpropagate, let the
+# optimizer move the parameters. `train()` turns dropout on; `eval()` turns it off so results
+# repeat, and `torch.inference_mode()` records no graph, which saves time and memory.
 
 # %%
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, target) -> float:
-    model.train()  # dropout on
+    model.train()
     optimizer.zero_grad()
-    loss = F.cross_entropy(model(x), target)  # takes logits; it applies log_softmax itself
+    loss = F.cross_entropy(model(x), target)  # takes logits: it applies log_softmax itself
     loss.backward()
     optimizer.step()
     return loss.item()
 
 
-@torch.inference_mode()  # no graph is recorded: faster, less memory, for evaluation only
+@torch.inference_mode()
 def evaluate(model: nn.Module, x, target) -> float:
-    model.eval()  # dropout off, so the result is repeatable
+    model.eval()
     return F.cross_entropy(model(x), target).item()
 
 
+if __name__ == "__main__":
+    target = torch.randint(0, 3, (8,)).to(device)  # (B,): one class per row
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = evaluate(model, x, target)
+    train_step(model, optimizer, x, target)
+    print(f"one SGD step | loss {before:.4f} -> {evaluate(model, x, target):.4f}")
+    model.train()
+    print(f"train(): two passes differ (dropout): {not torch.equal(model(x), model(x))}")
+    model.eval()
+    print(f"eval():  two passes equal: {torch.equal(model(x), model(x))}")
+
 # %% [markdown]
-# ## Saving and loading
-# Save the `state_dict` (a dict of tensors), not the model object. Loading it back needs the
-# class, which you have in your code; `weights_only=True` (the default since torch 2.6) only
-# unpickles tensors and plain containers, so a downloaded file cannot run code.
-# `map_location` puts the tensors on the device you are on, whatever device saved them.
+# ## Saving and loading the weights
+# Save the `state_dict`, a dict of tensors; to load, build the model from your class and load the
+# tensors into it. `map_location` puts them on your device, whatever device saved them.
+# `weights_only=True` (the default since torch 2.6) unpickles tensors and plain containers only,
+# so a file cannot run code, on a torch without known holes in that unpickler (2.10 or newer).
+# Even so, load only files you trust.
+#
+# Pitfall: `torch.save(model)` pickles the whole object, which needs your class, by its module
+# and name, to load again; a safe load refuses it.
 
 # %%
-def save_and_load(model: nn.Module, make_model, folder: Path) -> nn.Module:
-    path = folder / "model.pt"
-    torch.save(model.state_dict(), path)
-    device = next(model.parameters()).device
-    clone = make_model().to(device)
-    clone.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    return clone
-
-
-def load_whole_model_error(model: nn.Module, folder: Path) -> str:
-    """Pitfall: torch.save(model) pickles the object; a safe load refuses it. Returns the error."""
-    path = folder / "whole_model.pt"
-    torch.save(model, path)
+def whole_model_load_error(model: nn.Module, path: Path) -> str:
     try:
+        torch.save(model, path)  # pickles the object, not just its tensors
         torch.load(path, weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError, then a long explanation
+    except pickle.PickleError as e:  # the safe load's refusal, with a long explanation
         return f"{type(e).__name__}: {str(e).split('.')[0]}"
     return "no error"
 
 
-# %% [markdown]
-# ## The demo
-# Settings live here and nowhere else. The device is passed to what needs it, never read
-# from a global, so every function above still works when pasted into another file.
-
-# %%
-def pick_device(name: str) -> torch.device:
-    """'auto' is the available accelerator (CUDA, MPS, ...), else the CPU."""
-    if name == "auto":
-        # current_accelerator() alone names cuda even where no GPU is usable: ask first
-        if torch.accelerator.is_available():
-            return torch.accelerator.current_accelerator()
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available on this machine")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: MPS (Apple GPU) is not available on this machine")
-    return torch.device(name)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # bad input: one line naming it, exit 2, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def main(argv=None):
-    parser = Parser(description=__doc__.split("\n\n")[0],
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="where the model runs; auto: the available accelerator, else cpu")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights and data")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="rows in the demo batch")
-    parser.add_argument("--hidden", type=positive_int, default=16, help="hidden layer width")
-    if argv is None and "ipykernel" in sys.modules:  # a Jupyter kernel's argv is its own
-        argv = []
-    args = parser.parse_args(argv)
-    try:
-        device = pick_device(args.device)
-    except ValueError as e:
-        parser.error(str(e))
-    print(f"device: {device}")
-    torch.manual_seed(args.seed)
-
-    # Model: 4 input features, 3 classes.
-    def make_model():
-        return MLP(4, args.hidden, 3)
-
-    model = make_model().to(device)
-    print(model)
-    print(f"parameters: {count_parameters(model)}")
-    # Drawn on the CPU and then moved: the same numbers on any device.
-    x = torch.randn(args.batch_size, 4).to(device)  # (B, 4)
-    target = torch.randint(0, 3, (args.batch_size,)).to(device)  # (B,)
-    print(f"input  x [B, in]:  {tuple(x.shape)}")
-    print(f"output   [B, out]: {tuple(model(x).shape)}")
-
-    plain = ListOfLayers([4, 8, 3], registered=False)
-    listed = ListOfLayers([4, 8, 3], registered=True)
-    print(f"layers in a list: {count_parameters(plain)} parameters; "
-          f"in nn.ModuleList: {count_parameters(listed)}")
-
-    # Autograd against the chain rule, on the scalar case you can do in your head:
-    # x=2, w=3, b=1, t=4 -> y=7, L=(7-4)^2=9, dL/dw=2*3*2=12, dL/db=2*3=6.
-    layer = nn.Linear(1, 1).to(device)
-    with torch.no_grad():
-        layer.weight.fill_(3.0)
-        layer.bias.fill_(1.0)
-    x1, t1 = torch.tensor([[2.0]], device=device), torch.tensor([[4.0]], device=device)
-    dw, db = autograd_gradients(layer, x1, t1)
-    print(f"autograd: dL/dw={dw.item():g} dL/db={db.item():g} (by hand: 12 and 6)")
-    F.mse_loss(layer(x1), t1).backward()  # again, without zero_grad(): .grad adds up
-    print(f"backward() again without zero_grad(): dL/dw={layer.weight.grad.item():g} (12 + 12)")
-    layer = nn.Linear(4, 3).to(device)
-    t = torch.randn(args.batch_size, 3).to(device)
-    auto = autograd_gradients(layer, x, t)
-    hand = hand_gradients(x, t, layer.weight.detach(), layer.bias.detach())
-    same = all(torch.allclose(a, h, atol=1e-6) for a, h in zip(auto, hand))
-    print(f"autograd matches the chain rule on a (B, 4) -> (B, 3) layer: {same}")
-
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    before = evaluate(model, x, target)
-    step_loss = train_step(model, optimizer, x, target)
-    after = evaluate(model, x, target)
-    print(f"one SGD step | loss {before:.4f} -> {after:.4f} (train-mode loss {step_loss:.4f})")
-
-    model.train()
-    differ = not torch.equal(model(x), model(x))
-    model.eval()
-    with torch.inference_mode():
-        repeat = torch.equal(model(x), model(x))
-        out = model(x)
-    print(f"train(): two passes differ (dropout): {differ} | "
-          f"eval(): two passes equal: {repeat} | inference_mode {out.requires_grad=}")
-
-    with tempfile.TemporaryDirectory() as folder:  # removed on exit: the script leaves nothing
-        clone = save_and_load(model, make_model, Path(folder))
-        with torch.inference_mode():
-            identical = torch.equal(model(x), clone.eval()(x))
-        print(f"state_dict saved and loaded: outputs identical: {identical}")
-        print(f"whole-model torch.load refused: {load_whole_model_error(model, Path(folder))}")
-
-
 if __name__ == "__main__":
-    main()
+    with tempfile.TemporaryDirectory() as folder:  # removed afterwards, also after a Ctrl-C
+        path = Path(folder) / "mlp.pt"
+        torch.save(model.state_dict(), path)
+        clone = MLP(4, args.hidden, 3).to(device)
+        clone.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        print(f"state_dict saved and loaded: same outputs: {torch.equal(clone.eval()(x), model(x))}")
+        print(f"torch.load of a whole model: {whole_model_load_error(model, Path(folder) / 'm.pt')}")

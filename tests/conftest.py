@@ -12,8 +12,9 @@ SCRIPTS = sorted(p.name for p in ROOT.glob("[0-9][0-9]_*.py"))
 
 
 def load_script(name: str):
-    """Import e.g. 01_model.py (a name `import` cannot spell), registered in sys.modules so that
-    pickle finds its classes by reference, as a DataLoader worker would."""
+    """Import e.g. 01_model.py (a name `import` cannot spell). Importing runs no demo: every demo
+    block sits under `if __name__ == "__main__":`. Registered in sys.modules so that pickle finds
+    its classes by reference, as a DataLoader worker would."""
     module_name = Path(name).stem
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -42,19 +43,21 @@ def run_script(name: str, *args: str, cwd: Path, env=None, timeout: float = 120)
                           text=True, timeout=timeout)
 
 
-def start_script(name: str, *args: str, cwd: Path) -> subprocess.Popen:
+def start_script(name: str, *args: str, cwd: Path, env=None) -> subprocess.Popen:
     """The same, started in the background: collect it with .communicate()."""
-    return subprocess.Popen(command(name, *args), cwd=cwd, env=one_thread(), text=True,
+    return subprocess.Popen(command(name, *args), cwd=cwd, env=one_thread(env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def main_error(module, argv, capsys) -> str:
-    """Call module.main(argv), expect bad-input exit 2, return the one line it wrote to stderr."""
+def parse_error(module, argv: list[str], capsys) -> str:
+    """module.parse_args(argv) must stop as argparse does for bad input: the usage line, then one
+    `prog: error: ...` line, exit status 2, no traceback. Returns the message after `error: `."""
     with pytest.raises(SystemExit) as exit_info:
-        module.main(argv)
+        module.parse_args(argv)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith("usage: "), captured.err
+    last = captured.err.rstrip("\n").splitlines()[-1]
+    assert ": error: " in last and captured.err.count(": error: ") == 1, captured.err
+    return last.split(": error: ", 1)[1]

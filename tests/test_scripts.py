@@ -1,69 +1,46 @@
-"""Every numbered script, run the three ways a learner runs it: as a command, imported, and
-cell by cell as a notebook. Behaviour tests of each script live in test_NN_name.py."""
+"""Every numbered script, run the four ways a learner runs it: as a command, imported, cell by
+cell as a notebook, and with `%run NN_name.py --flag` in IPython. What each script must print
+lives beside its behaviour tests, in test_NN_name.py:
+  KEY_LINES  regular expressions its default run prints, in this order (the order of its sections)
+  BAD_RUN    (argv, text): one bad input, run end to end: exit 2, argparse's error naming it
+  FLAG_RUN   (argv, regex): a flag that changes a printed line, for the %run test
+  NOTEBOOK_KEY_LINES (optional) what a notebook run prints, where it differs from KEY_LINES
+"""
+import importlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SCRIPTS, run_script
+from conftest import ROOT, SCRIPTS, one_thread, run_script, start_script
 
-# What a learner should see in each default run (regular expressions, one per line).
-KEY_LINES = {
-    "01_model.py": [r"^device: (cpu|cuda|mps)", r"^parameters: 131$",
-                    r"^layers in a list: 0 parameters; in nn.ModuleList: 67$",
-                    r"^autograd: dL/dw=12 dL/db=6", r"without zero_grad\(\): dL/dw=24 ",
-                    r"matches the chain rule .*: True$",
-                    r"^one SGD step \| loss [\d.]+ -> [\d.]+", r"outputs identical: True$",
-                    r"torch.load refused: UnpicklingError"],
-    "02_dataset.py": [r"^len\(dataset\): 10$", r"^dataset\[0\]: image \(8, 8\) torch.uint8",
-                      r"^dataset\[10\] -> IndexError", r"^iterated 10 samples",
-                      r"^with transform=to_float: torch.float32",
-                      r"^IndexStream yielded 10 samples", r"^random_split: train 8, val 2"],
-    "03_transforms.py": [r"^image: \(3, 32, 32\) torch.uint8",
-                         r"closure, partial: identical output: True$",
-                         r"same seed, same noise: True; next draw differs: True$",
-                         r"^v2.Compose: image \(3, 24, 24\) torch.float32",
-                         r"^compose\(\): identical to v2.Compose: True$",
-                         r"^  class instance +pickles; the copy gives the same output: True$",
-                         r"^  closure +fails: AttributeError: .*local object",
-                         r"^  lambda +fails: "],
-    "04_dataloader.py": [r"^device: (cpu|cuda|mps) \| workers: 2",
-                         r"^epoch 2 order: \[.*\] \| each sample once: True$",
-                         r"^batch: index \(4,\), x \(4, 2\), label \(4,\)$",
-                         r"^batches per epoch: 3 \(the last has 2\); with drop_last=True: 2$",
-                         r"same order as epoch 1: True",
-                         r"^padded tokens \(T_max, B\): \(5, 4\), lengths \[3, 5, 1, 4\]",
-                         r"^numpy Generator from __init__: draws by worker \{0: (\[.*\]), 1: \1\}$",
-                         r"^RangeStream\(0, 8, split=True\) in 2 workers: 8 items",
-                         r"disjoint: True, covering: True$"],
-    "05_lstm.py": [r"^device: (cpu|cuda|mps)$", r"^tiny LSTM: \[3, 1, 2\] -> \[1, 2, 3\]",
-                   r"^nll_loss\(log_softmax\) (\S+) = cross_entropy \1 \| nll_loss\(softmax\) -",
-                   r"^target of shape \(3, 1\): RuntimeError: .*multi-target not supported",
-                   r"^step  300 \| loss ", r"^speed: [\d,]+ tokens/s",
-                   r"^next-character accuracy on the text: 100.0%$",
-                   r"^loss=\d+\.\d+ accuracy=100.0%$"],
-}
-# A bad flag per script: exit 2 and one line on stderr that names it.
-BAD_INPUT = {
-    "01_model.py": (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
-    "02_dataset.py": (["--root", "no-such-folder"], "no-such-folder: no such folder"),
-    "03_transforms.py": (["--crop", "0"], "argument --crop: must be a positive integer, got 0"),
-    "04_dataloader.py": (["--num-workers", "-1"], "argument --num-workers: must be at least 0"),
-    "05_lstm.py": (["--text-file", "missing.txt"], "--text-file missing.txt: no such file"),
-}
+SPEC = {script: importlib.import_module(f"test_{Path(script).stem}") for script in SCRIPTS}
 # Lines that measure time differ between runs; the seed fixes everything else.
-TIMING = re.compile(r"tokens/s")
-
-
-def test_every_script_is_covered():
-    assert SCRIPTS and set(SCRIPTS) == set(KEY_LINES) == set(BAD_INPUT)
+TIMING = re.compile(r"tokens/s|seconds|\d s\b")
 
 
 def stable_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if not TIMING.search(line)]
+
+
+def in_order(patterns: list[str], lines: list[str]) -> None:
+    """Each pattern matches a line after the line the previous one matched."""
+    at = 0
+    for pattern in patterns:
+        hits = [i for i in range(at, len(lines)) if re.search(pattern, lines[i])]
+        assert hits, f"{pattern!r} not printed after line {at}:\n" + "\n".join(lines)
+        at = hits[0] + 1
+
+
+def test_every_script_has_a_test_module_with_its_key_lines():
+    assert len(SCRIPTS) == 6
+    for script, spec in SPEC.items():
+        assert spec.KEY_LINES and spec.BAD_RUN and spec.FLAG_RUN, script
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +49,7 @@ def runs(tmp_path_factory):
     own TMPDIR, two at a time: most of a run is importing torch, and 2 cores do two at once."""
     def run(script, kind):
         cwd, tmp = (tmp_path_factory.mktemp(f"{script}-{kind}{part}") for part in ("", "-tmp"))
-        args = BAD_INPUT[script][0] if kind == "bad" else []
+        args = SPEC[script].BAD_RUN[0] if kind == "bad" else []
         result = run_script(script, *args, cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)})
         return {"code": result.returncode, "out": result.stdout, "err": result.stderr,
                 "cwd": cwd, "tmp": tmp}
@@ -82,27 +59,30 @@ def runs(tmp_path_factory):
         return dict(zip(keys, pool.map(lambda key: run(*key), keys)))
 
 
+def assert_left_nothing(run) -> None:
+    assert list(run["cwd"].iterdir()) == []
+    # torch.optim imports torch._dynamo, which makes its own cache folder: not ours to remove
+    assert [p for p in run["tmp"].iterdir() if not p.name.startswith("torchinductor_")] == []
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_default_run_prints_key_lines_repeatably_and_leaves_nothing(script, runs):
+def test_default_run_prints_its_sections_in_order_repeatably_and_leaves_nothing(script, runs):
     first, second = runs[script, "first"], runs[script, "second"]
     for run in (first, second):
         assert run["code"] == 0, run["err"]
         assert run["err"] == ""  # no warnings: deprecations are errors here
-        assert list(run["cwd"].iterdir()) == []
-        # torch.optim imports torch._dynamo, which makes its own cache folder: not ours to remove
-        assert [p for p in run["tmp"].iterdir() if not p.name.startswith("torchinductor_")] == []
-    lines = first["out"].splitlines()
-    for pattern in KEY_LINES[script]:
-        assert any(re.search(pattern, line) for line in lines), pattern
+        assert_left_nothing(run)
+    in_order(SPEC[script].KEY_LINES, first["out"].splitlines())
     assert stable_lines(first["out"]) == stable_lines(second["out"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_bad_input_is_one_line_and_exit_2(script, runs):
-    run, message = runs[script, "bad"], BAD_INPUT[script][1]
-    assert run["code"] == 2
-    assert run["out"] == ""
-    assert run["err"].count("\n") == 1 and message in run["err"], run["err"]
+def test_bad_input_is_argparses_error_and_exit_2(script, runs):
+    run, message = runs[script, "bad"], SPEC[script].BAD_RUN[1]
+    assert (run["code"], run["out"]) == (2, ""), run["err"]
+    assert run["err"].startswith("usage: ") and "Traceback" not in run["err"]
+    assert run["err"].rstrip("\n").splitlines()[-1] == f"{script}: error: {message}"
+    assert_left_nothing(run)
 
 
 def test_importing_a_script_prints_and_writes_nothing(tmp_path):
@@ -114,6 +94,18 @@ def test_importing_a_script_prints_and_writes_nothing(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == ("", "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_outside_training_is_one_line_and_no_traceback(tmp_path):
+    """01 is interrupted in the middle of its lesson (after its first line). Python ends a
+    program that a Ctrl-C stopped by SIGINT itself, which a shell reports as status 130."""
+    process = start_script("01_model.py", cwd=tmp_path)
+    assert process.stdout.readline().startswith("device: ")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode in (130, -signal.SIGINT), err
+    assert err == "interrupted\n"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -132,15 +124,32 @@ def notebook_tools():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_notebook_runs_cell_by_cell(script, tmp_path):
+def test_notebook_starts_with_a_title_and_prints_under_each_section(script, tmp_path):
     jupytext, nbclient = notebook_tools()
     notebook = jupytext.read(ROOT / script)  # the "# %%" cells become notebook cells
-    assert sum(cell.cell_type == "code" for cell in notebook.cells) >= 3
-    assert any(cell.cell_type == "markdown" for cell in notebook.cells)
+    title = notebook.cells[0]
+    assert title.cell_type == "markdown" and title.source.startswith(f"# {script[:2]} - ")
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
-    printed = "".join(out.get("text", "") for cell in notebook.cells
-                      for out in cell.get("outputs", []) if out.get("name") == "stdout")
-    for pattern in KEY_LINES[script]:
-        assert re.search(pattern, printed, re.MULTILINE), pattern
+    printed = ["".join(out.get("text", "") for out in cell.get("outputs", [])
+                       if out.get("name") == "stdout") for cell in notebook.cells]
+    assert not any(out.get("output_type") == "error" or out.get("name") == "stderr"
+                   for cell in notebook.cells for out in cell.get("outputs", []))
+    assert sum(bool(text) for text in printed) >= 3  # output under the sections, not at the end
+    key_lines = getattr(SPEC[script], "NOTEBOOK_KEY_LINES", SPEC[script].KEY_LINES)
+    in_order(key_lines, "".join(printed).splitlines())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_percent_run_in_ipython_honours_the_flags(tmp_path):
+    """`%run NN_name.py --flag` sets __file__ and sys.argv, so the flags reach parse_args."""
+    pytest.importorskip("IPython")
+    lines = [f"%run {ROOT / script} {' '.join(SPEC[script].FLAG_RUN[0])}" for script in SCRIPTS]
+    result = subprocess.run([sys.executable, "-m", "IPython", "--quick", "--no-banner",
+                             "--colors=nocolor", "-c", "\n".join(lines)], cwd=tmp_path,
+                            env=one_thread(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for script in SCRIPTS:
+        pattern = SPEC[script].FLAG_RUN[1]
+        assert re.search(pattern, result.stdout, re.MULTILINE), (script, pattern)
     assert list(tmp_path.iterdir()) == []
