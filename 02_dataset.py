@@ -1,12 +1,13 @@
-"""A Dataset says how many samples there are (__len__) and how to load sample i (__getitem__).
-This one reads a folder lazily: a small index file up front, one sample file per __getitem__.
+# %% [markdown]
+# # 02 - A Dataset: how many samples, and how to load sample i
+# A map-style `Dataset` has `__len__` and `__getitem__`; this one reads a folder lazily, a small
+# index up front and one file per sample. Then iteration, `transform=`, an `IterableDataset` and
+# a seeded train/validation split. Run: `python 02_dataset.py` (or `--root DIR` for your folder)
 
-Run:  python 02_dataset.py --num-samples 10 --seed 0
-      python 02_dataset.py --root path/to/folder   # a folder with index.csv and .npy files
-"""
 # %%
 import argparse
 import csv
+import itertools
 import sys
 import tempfile
 from pathlib import Path
@@ -15,195 +16,216 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, random_split
 
+
+def int_in(lo: int, hi: int):
+    """An argparse type: an integer from lo to hi."""
+    def integer(text: str) -> int:
+        value = int(text)  # not a number: argparse says "invalid integer value"
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
+        return value
+    return integer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="A Dataset over a folder of .npy files.")
+    parser.add_argument("--root", type=Path,
+                        help="a folder with index.csv and .npy files; none: an example folder")
+    parser.add_argument("--num-samples", type=int_in(2, 10_000), default=10, help="2..10000")
+    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0..2**32-1")
+    args = parser.parse_args(argv)
+    if args.root is not None:  # check the whole folder now, not halfway through the lesson
+        index = args.root / "index.csv"
+        if not args.root.is_dir():
+            parser.error(f"--root {args.root}: no such folder")
+        if not index.is_file() or index.stat().st_size > 10 * 2**20:
+            parser.error(f"--root {args.root}: needs an index.csv file of at most 10 MB")
+        try:
+            rows = list(iter_index(args.root))
+            for path, _ in rows:
+                if path.stat().st_size > 64 * 2**20:
+                    parser.error(f"{path}: over 64 MB, more than this lesson reads")
+                load_image(path)
+        except (OSError, ValueError) as e:
+            parser.error(str(e))
+        if len(rows) < 2:
+            parser.error(f"{index}: lists {len(rows)} samples; the split needs 2 or more")
+    return args
+
 # %% [markdown]
-# ## The folder layout
-# `index.csv` has a header `file,label` and one row per sample; each `file` is a `.npy`
-# array (an 8x8 grayscale image here) relative to the folder. The demo writes such a folder
-# into a temporary directory; `--root` reads one of yours.
+# ## The data: `index.csv` and one `.npy` file per sample
+# The index has the header `file,label`, then one row per sample: a path inside the folder and a
+# class number. Each file holds one 8x8 grayscale image, a 2-D uint8 array. Reading checks
+# every row and file and names the file (and line) of anything wrong; `allow_pickle=False`
+# means a data file can never run code. The demo writes such a folder to a temporary directory,
+# removed at the end (or at exit, after a Ctrl-C).
 
 # %%
-def write_example_folder(root: Path, num_samples: int, size: int, seed: int) -> None:
-    """Write num_samples random uint8 images and their index. Label: is the image bright?"""
+def write_example_folder(root: Path, num_samples: int, seed: int) -> None:
+    """Random 8x8 images; the label says whether the image is bright on average."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     with open(root / "index.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "label"])
         for i in range(num_samples):
-            image = rng.integers(0, 256, size=(size, size), dtype=np.uint8)
-            file = f"images/{i:04d}.npy"
-            np.save(root / file, image)
-            writer.writerow([file, int(image.mean() > 127.5)])
+            image = rng.integers(0, 256, size=(8, 8), dtype=np.uint8)
+            np.save(root / f"images/{i:04d}.npy", image)
+            writer.writerow([f"images/{i:04d}.npy", int(image.mean() > 127.5)])
 
 
-def read_index(root: Path) -> list[tuple[str, int]]:
-    """The (file, label) rows of root/index.csv, each checked, with file:line in any error."""
-    if not root.is_dir():
-        raise ValueError(f"{root}: no such folder")
-    index = root / "index.csv"
-    if not index.is_file():
-        raise ValueError(f"{index}: no such file (the folder needs an index.csv)")
-    rows = []
-    with open(index, newline="") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            if line_no == 1:
-                continue  # the header
-            if len(row) != 2 or not row[1].strip().lstrip("-").isdigit():
-                raise ValueError(f"{index}:{line_no}: expected 'file,label' with an integer label, "
+def iter_index(root: Path):
+    """Yield (path, label) for each row of root/index.csv; a ValueError names file:line."""
+    index, inside = root / "index.csv", root.resolve()
+    with open(index, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        if next(reader, None) != ["file", "label"]:
+            raise ValueError(f"{index}:1: the first line must be the header 'file,label'")
+        for row in reader:
+            where = f"{index}:{reader.line_num}"
+            if len(row) != 2 or not row[1].strip().isdecimal():
+                raise ValueError(f"{where}: expected 'file,label' with a label of 0 or more, "
                                  f"got {','.join(row)!r}")
-            file, label = row[0].strip(), int(row[1])
-            if not (root / file).is_file():
-                raise ValueError(f"{index}:{line_no}: {file} does not exist in {root}")
-            rows.append((file, label))
-    if not rows:
-        raise ValueError(f"{index}: lists no samples")
-    return rows
+            path = (root / row[0].strip()).resolve()
+            if not path.is_relative_to(inside) or not path.is_file():
+                raise ValueError(f"{where}: {row[0]!r} is not a file inside {root}")
+            yield path, int(row[1])
 
+
+def load_image(path: Path) -> torch.Tensor:
+    """A non-empty 2-D uint8 array from a .npy file, as an (H, W) tensor."""
+    with open(path, "rb") as f:  # read_array reads .npy alone: no pickle, no .npz
+        try:
+            array = np.lib.format.read_array(f, allow_pickle=False)
+        except ValueError as e:  # not .npy, truncated, or an object array that needs pickle
+            raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+    if array.dtype != np.uint8 or array.ndim != 2 or array.size == 0:
+        raise ValueError(f"{path}: expected a non-empty 2-D uint8 array, "
+                         f"got {array.dtype} {array.shape}")
+    return torch.from_numpy(array)
+
+
+if __name__ == "__main__":  # a notebook kernel's argv is not ours; `%run 02_dataset.py --x` is
+    args = parse_args(None if "__file__" in globals() else [])
+    sys.excepthook = lambda kind, *info: (  # Ctrl-C: one line, not a traceback
+        print("interrupted", file=sys.stderr) if issubclass(kind, KeyboardInterrupt)
+        else sys.__excepthook__(kind, *info))
+    folder = tempfile.TemporaryDirectory()  # removed by folder.cleanup() below, or at exit
+    root = args.root or Path(folder.name)
+    if args.root is None:
+        write_example_folder(root, args.num_samples, args.seed)
+    print(f"index.csv starts: {(root / 'index.csv').read_text().splitlines()[:3]}")
 
 # %% [markdown]
 # ## A map-style Dataset
-# `__init__` reads only the index: opening every sample here would load the whole data set
-# into memory before training starts. `__getitem__` loads one sample when asked.
-#
-# Pitfall: `for sample in dataset` has no `__iter__` to call, so Python calls
-# `__getitem__(0)`, `(1)`, ... until an `IndexError`. A `__getitem__` that never raises it
-# (say, one that wraps the index around) makes that loop endless. Ours raises it.
+# `__init__` reads the index, small and needed for `__len__`; `__getitem__` loads one sample
+# when asked. Loading every image in `__init__` instead is a trade-off, not a mistake:
+# torchvision's MNIST does it, and it is right when the data fits in memory comfortably and is
+# read every epoch. Lazy loading is right when it does not fit, or when samples are big files
+# and DataLoader workers should share the reading.
 
 # %%
-def load_array(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)  # no pickle: a data file cannot run code
-    except ValueError as e:
-        raise ValueError(f"{path}: not a .npy array ({str(e).split('.')[0]})") from None
-
-
 class FolderDataset(Dataset):
     def __init__(self, root, transform=None):
-        self.root = Path(root)
-        self.rows = read_index(self.root)
+        self.rows = list(iter_index(Path(root)))  # [(path, label), ...]
         self.transform = transform
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, idx):
-        if idx < 0:  # dataset[-1] is the last sample, as for a list
-            idx += len(self)
-        if not 0 <= idx < len(self):
-            raise IndexError(f"index {idx} is out of range for {len(self)} samples")
-        file, label = self.rows[idx]
-        image = torch.from_numpy(load_array(self.root / file))  # (H, W) uint8
-        sample = {"image": image, "label": label}
+    def __getitem__(self, idx: int) -> dict:
+        path, label = self.rows[idx]  # a list: -1 is the last row, past the end is IndexError
+        sample = {"image": load_image(path), "label": label}
         return self.transform(sample) if self.transform else sample
 
 
-def to_float(sample: dict) -> dict:
-    """A transform: uint8 pixels 0..255 to float32 0..1. Returns a new dict, input untouched."""
-    return {**sample, "image": sample["image"].float() / 255}
-
-
-# %% [markdown]
-# ## An IterableDataset
-# For data that only streams (a socket, a huge file read line by line, a generator) there is
-# no `len` and no random access: implement `__iter__` instead. This one streams the index.
-# (With DataLoader workers, each worker would stream everything: 04_dataloader.py splits it.)
-
-# %%
-class IndexStream(IterableDataset):
-    def __init__(self, root):
-        self.index = Path(root) / "index.csv"
-
-    def __iter__(self):
-        with open(self.index, newline="") as f:
-            reader = csv.reader(f)
-            next(reader)  # the header
-            for file, label in reader:
-                yield {"file": file, "label": int(label)}
-
-
-# %% [markdown]
-# ## Train and validation
-# `random_split` shuffles indices; give it its own seeded generator so the split is the same
-# on every run, whatever else has drawn from the global random state.
-
-# %%
-def split(dataset, val_fraction: float, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    return random_split(dataset, [1 - val_fraction, val_fraction], generator=generator)
-
-
-# %%
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
-def demo(root: Path, val_fraction: float, seed: int) -> None:
+if __name__ == "__main__":
     dataset = FolderDataset(root)
-    print(f"len(dataset): {len(dataset)}")
     sample = dataset[0]
+    print(f"len(dataset): {len(dataset)}")
     print(f"dataset[0]: image {tuple(sample['image'].shape)} {sample['image'].dtype}, "
           f"label {sample['label']}")
-    print(f"dataset[-1] is dataset[{len(dataset) - 1}]: "
-          f"{torch.equal(dataset[-1]['image'], dataset[len(dataset) - 1]['image'])}")
-    try:
-        dataset[len(dataset)]
-    except IndexError as e:
-        print(f"dataset[{len(dataset)}] -> IndexError: {e}")
-    labels = [s["label"] for s in dataset]  # ends after len(dataset) items, thanks to IndexError
-    print(f"iterated {len(labels)} samples, labels {labels}")
 
-    floats = FolderDataset(root, transform=to_float)
-    image = floats[0]["image"]
-    print(f"with transform=to_float: {image.dtype}, min {image.min():.3f}, max {image.max():.3f}")
+# %% [markdown]
+# ## Iterating
+# `for sample in dataset` works without an `__iter__`: Python calls `__getitem__(0)`, `(1)`, ...
+# until one raises `IndexError`. Ours gets it from the list of rows, which also makes
+# `dataset[-1]` the last sample. Pitfall: a `__getitem__` that wraps around (`idx % len`) never
+# raises it, so the loop never ends; `itertools.islice` shows it going past the end.
 
-    streamed = list(IndexStream(root))
-    print(f"IndexStream yielded {len(streamed)} samples, first {streamed[0]}")
-
-    train, val = split(dataset, val_fraction, seed)
-    print(f"random_split: train {len(train)}, val {len(val)}, val indices {sorted(val.indices)}")
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # bad input: one line naming it, exit 2, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def main(argv=None):
-    parser = Parser(description=__doc__.split("\n\n")[0],
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--root", type=Path, default=None,
-                        help="folder with index.csv and .npy files; none: write an example one")
-    parser.add_argument("--num-samples", type=positive_int, default=10,
-                        help="samples in the example folder")
-    parser.add_argument("--image-size", type=positive_int, default=8, help="example images' side")
-    parser.add_argument("--val-fraction", type=fraction, default=0.2, help="share for validation")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the example data and split")
-    if argv is None and "ipykernel" in sys.modules:  # a Jupyter kernel's argv is its own
-        argv = []
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    try:
-        if args.root is not None:
-            demo(args.root, args.val_fraction, args.seed)
-            return
-        with tempfile.TemporaryDirectory() as folder:  # removed on exit: the script leaves nothing
-            root = Path(folder)
-            write_example_folder(root, args.num_samples, args.image_size, args.seed)
-            print(f"wrote {args.num_samples} samples and index.csv to a temporary folder")
-            demo(root, args.val_fraction, args.seed)
-    except ValueError as e:  # a bad --root: one line that names the file, not a traceback
-        parser.error(str(e))
+# %%
+class WrapAround(FolderDataset):
+    def __getitem__(self, idx: int) -> dict:
+        return super().__getitem__(idx % len(self))
 
 
 if __name__ == "__main__":
-    main()
+    last = len(dataset) - 1
+    print(f"dataset[-1] is dataset[{last}]: "
+          f"{torch.equal(dataset[-1]['image'], dataset[last]['image'])}")
+    try:
+        dataset[len(dataset)]
+    except IndexError as e:
+        print(f"dataset[{len(dataset)}]: IndexError: {e}")
+    print(f"for sample in dataset: {sum(1 for _ in dataset)} samples, then it stops")
+    endless = itertools.islice(WrapAround(root), 3 * len(dataset))  # a for loop would not stop
+    print(f"WrapAround: still going after {sum(1 for _ in endless)} samples")
+
+# %% [markdown]
+# ## `transform=`: change each sample as it is loaded
+# A transform is any function from a sample to a sample (03_transforms.py has more). Here, uint8
+# pixels 0..255 become float32 0..1, the input that models want.
+
+# %%
+def to_float(sample: dict) -> dict:
+    return {**sample, "image": sample["image"].float() / 255}  # a new dict: the input is kept
+
+
+if __name__ == "__main__":
+    image = FolderDataset(root, transform=to_float)[0]["image"]
+    print(f"with transform=to_float: {image.dtype}, min {image.min():.3f}, max {image.max():.3f}")
+
+# %% [markdown]
+# ## An IterableDataset: a stream, no length, no random access
+# For data that only streams (a socket, a huge file read line by line), implement `__iter__`.
+# This one yields the same samples as `FolderDataset`, reading the index as it goes, so even an
+# index too big for memory would work. With DataLoader workers each worker would stream
+# everything: 04_dataloader.py shows the split.
+
+# %%
+class FolderStream(IterableDataset):
+    def __init__(self, root, transform=None):
+        self.root, self.transform = Path(root), transform
+
+    def __iter__(self):
+        for path, label in iter_index(self.root):
+            sample = {"image": load_image(path), "label": label}
+            yield self.transform(sample) if self.transform else sample
+
+
+if __name__ == "__main__":
+    stream = FolderStream(root)
+    same = all(torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
+               for a, b in zip(stream, dataset, strict=True))
+    print(f"FolderStream yields the same samples as FolderDataset: {same}")
+    try:
+        len(stream)
+    except TypeError as e:
+        print(f"len(stream): TypeError: {e}")
+
+# %% [markdown]
+# ## Train and validation: `random_split`
+# It shuffles the indices and cuts them into the lengths you give. Give it its own seeded
+# generator: the split is then the same on every run, whatever else drew random numbers before.
+
+# %%
+def split(dataset: Dataset, num_val: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    return random_split(dataset, [len(dataset) - num_val, num_val], generator=generator)
+
+
+if __name__ == "__main__":
+    train, val = split(dataset, max(1, len(dataset) // 5), args.seed)  # a fifth for validation
+    print(f"random_split: train {len(train)}, val {len(val)}, val indices {sorted(val.indices)}")
+    print(f"  same seed, same split: {split(dataset, len(val), args.seed)[1].indices == val.indices}")
+    folder.cleanup()
