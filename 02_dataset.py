@@ -227,5 +227,6 @@ def split(dataset: Dataset, num_val: int, seed: int):
 if __name__ == "__main__":
     train, val = split(dataset, max(1, len(dataset) // 5), args.seed)  # a fifth for validation
     print(f"random_split: train {len(train)}, val {len(val)}, val indices {sorted(val.indices)}")
-    print(f"  same seed, same split: {split(dataset, len(val), args.seed)[1].indices == val.indices}")
+    again = split(dataset, len(val), args.seed)[1]
+    print(f"  same seed, same split: {again.indices == val.indices}")
     folder.cleanup()

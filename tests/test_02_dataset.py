@@ -117,7 +117,8 @@ DAMAGED_FILES = {  # what images/0001.npy holds -> the end of the error line
     "floats": (npy_bytes(np.zeros((8, 8))), "expected a non-empty 2-D uint8 array, got float64"),
     "empty": (npy_bytes(np.zeros((0, 8), np.uint8)),
                "expected a non-empty 2-D uint8 array, got uint8 (0, 8)"),
-    "3-D": (npy_bytes(np.zeros((2, 8, 8), np.uint8)), "expected a non-empty 2-D uint8 array, got uint8 (2, 8, 8)"),
+    "3-D": (npy_bytes(np.zeros((2, 8, 8), np.uint8)),
+            "expected a non-empty 2-D uint8 array, got uint8 (2, 8, 8)"),
 }
 
 

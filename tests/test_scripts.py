@@ -19,6 +19,7 @@ import pytest
 
 from conftest import ROOT, SCRIPTS, one_thread, run_script, start_script
 
+
 def spec_of(script: str):
     try:
         return importlib.import_module(f"test_{Path(script).stem}")
