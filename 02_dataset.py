@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int_in(2, 10_000), default=10, help="2..10000")
     parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0..2**32-1")
     args = parser.parse_args(argv)
-    if args.root is not None:  # check the whole folder now, not halfway through the lesson
+    # With --root, read every row and file once now, so that a damaged one is an error naming
+    # it rather than a traceback halfway through the lesson. The Dataset still loads lazily.
+    if args.root is not None:
         index = args.root / "index.csv"
         if not args.root.is_dir():
             parser.error(f"--root {args.root}: no such folder")
@@ -77,7 +79,7 @@ def write_example_folder(root: Path, num_samples: int, seed: int) -> None:
 def iter_index(root: Path):
     """Yield (path, label) for each row of root/index.csv; a ValueError names file:line."""
     index, inside = root / "index.csv", root.resolve()
-    with open(index, newline="", encoding="utf-8") as f:
+    with open(index, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's CSV works too
         reader = csv.reader(f)
         if next(reader, None) != ["file", "label"]:
             raise ValueError(f"{index}:1: the first line must be the header 'file,label'")
@@ -105,8 +107,11 @@ def load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-if __name__ == "__main__":  # a notebook kernel's argv is not ours; `%run 02_dataset.py --x` is
-    args = parse_args(None if "__file__" in globals() else [])
+if __name__ == "__main__":  # demo code runs only when this file is run, never on import
+    # Flags come from `python 02_dataset.py --x` or `%run 02_dataset.py --x`; in a notebook, the
+    # kernel's argv is not ours, so the defaults apply.
+    ours = Path(sys.argv[0]).name == Path(globals().get("__file__", "")).name
+    args = parse_args(None if ours else [])
     sys.excepthook = lambda kind, *info: (  # Ctrl-C: one line, not a traceback
         print("interrupted", file=sys.stderr) if issubclass(kind, KeyboardInterrupt)
         else sys.__excepthook__(kind, *info))
@@ -114,7 +119,7 @@ if __name__ == "__main__":  # a notebook kernel's argv is not ours; `%run 02_dat
     root = args.root or Path(folder.name)
     if args.root is None:
         write_example_folder(root, args.num_samples, args.seed)
-    print(f"index.csv starts: {(root / 'index.csv').read_text().splitlines()[:3]}")
+    print(f"index.csv starts: {(root / 'index.csv').read_text('utf-8-sig').splitlines()[:3]}")
 
 # %% [markdown]
 # ## A map-style Dataset
@@ -150,11 +155,12 @@ if __name__ == "__main__":
 # ## Iterating
 # `for sample in dataset` works without an `__iter__`: Python calls `__getitem__(0)`, `(1)`, ...
 # until one raises `IndexError`. Ours gets it from the list of rows, which also makes
-# `dataset[-1]` the last sample. Pitfall: a `__getitem__` that wraps around (`idx % len`) never
+# `dataset[-1]` the last sample. (A DataLoader does not rely on this: it asks `len()` and draws
+# indices from a sampler.) Pitfall: a `__getitem__` that wraps around (`idx % len`) never
 # raises it, so the loop never ends; `itertools.islice` shows it going past the end.
 
 # %%
-class WrapAround(FolderDataset):
+class WrapAround(FolderDataset):  # the wrong way, for the demo: never raises IndexError
     def __getitem__(self, idx: int) -> dict:
         return super().__getitem__(idx % len(self))
 
@@ -174,7 +180,7 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## `transform=`: change each sample as it is loaded
 # A transform is any function from a sample to a sample (03_transforms.py has more). Here, uint8
-# pixels 0..255 become float32 0..1, the input that models want.
+# pixels 0..255 become float32 0..1: models compute in floating point.
 
 # %%
 def to_float(sample: dict) -> dict:
@@ -186,8 +192,9 @@ if __name__ == "__main__":
     print(f"with transform=to_float: {image.dtype}, min {image.min():.3f}, max {image.max():.3f}")
 
 # %% [markdown]
-# ## An IterableDataset: a stream, no length, no random access
-# For data that only streams (a socket, a huge file read line by line), implement `__iter__`.
+# ## An IterableDataset: a stream, no random access
+# For data that only streams (a socket, a huge file read line by line), implement `__iter__`;
+# `__len__` is optional, and this one has none.
 # This one yields the same samples as `FolderDataset`, reading the index as it goes, so even an
 # index too big for memory would work. With DataLoader workers each worker would stream
 # everything: 04_dataloader.py shows the split.
@@ -215,8 +222,10 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Train and validation: `random_split`
-# It shuffles the indices and cuts them into the lengths you give. Give it its own seeded
-# generator: the split is then the same on every run, whatever else drew random numbers before.
+# It shuffles the indices and cuts them into the lengths you give (or fractions, `[0.8, 0.2]`),
+# returning `Subset`s: views with `.indices` into the same dataset, so both parts share its
+# transform. Give it its own seeded generator: the split is then the same on every run,
+# whatever else drew random numbers before.
 
 # %%
 def split(dataset: Dataset, num_val: int, seed: int):

@@ -137,6 +137,9 @@ def test_notebook_starts_with_a_title_and_prints_under_each_section(script, tmp_
     notebook = jupytext.read(ROOT / script)  # the "# %%" cells become notebook cells
     title = notebook.cells[0]
     assert title.cell_type == "markdown" and title.source.startswith(f"# {script[:2]} - ")
+    # VS Code's Interactive Window sets __file__ while sys.argv is the kernel's: flags must
+    # still come only from `python` or `%run`, so a notebook gets the defaults.
+    notebook.cells.insert(1, jupytext.reads(f"__file__ = {str(ROOT / script)!r}", "py").cells[0])
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     printed = ["".join(out.get("text", "") for out in cell.get("outputs", [])
