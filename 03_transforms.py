@@ -1,62 +1,146 @@
-"""A transform is a function from a sample to a sample. Give it its parameters with a callable
-class, a closure or functools.partial; compose transforms with torchvision's v2.Compose or three
-lines of Python; and see which kinds survive the trip to a DataLoader worker.
+# %% [markdown]
+# # 03 - Transforms: a function from a sample to a sample
+# A transform takes a sample and returns a new one. Give it parameters with a class, a closure or
+# `functools.partial`, chain transforms with `v2.Compose`, and see which kinds can be pickled.
+# Run: `python 03_transforms.py` (try `--save-grid grid.png`, `--seed 1`; `--help` lists all)
 
-Run:  python 03_transforms.py --seed 0
-      python 03_transforms.py --check-workers   # also start real spawn workers (a few seconds)
-"""
 # %%
 import argparse
 import functools
-import multiprocessing
 import pickle
 import re
 import sys
-import warnings
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
+from torchvision.utils import make_grid, save_image
+
+
+def int_in(lo: int, hi: int):
+    """An argparse type: an integer from lo to hi."""
+    def integer(text: str) -> int:
+        value = int(text)  # not a number: argparse says "invalid integer value"
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
+        return value
+    return integer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Transforms: from a sample to a sample.")
+    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0..2**32-1")
+    parser.add_argument("--image-size", type=int_in(8, 512), default=64, help="8..512")
+    parser.add_argument("--save-grid", type=Path, metavar="PATH",
+                        help="write the images before and after the transforms as one PNG")
+    args = parser.parse_args(argv)
+    path = args.save_grid
+    if path and path.suffix.lower() != ".png":
+        parser.error(f"--save-grid {path}: the file name must end in .png")
+    if path and not path.parent.is_dir():
+        parser.error(f"--save-grid {path}: no folder {path.parent}")
+    if path and path.is_dir():
+        parser.error(f"--save-grid {path}: is a folder")
+    return args
+
+
+if __name__ == "__main__":  # demo code runs only when this file is run, never on import
+    # Flags come from `python 03_transforms.py --x` or `%run 03_transforms.py --x`; in a notebook,
+    # the kernel's argv is not ours, so the defaults apply.
+    ours = Path(sys.argv[0]).name == Path(globals().get("__file__", "")).name
+    args = parse_args(None if ours else [])
+    sys.excepthook = lambda kind, *info: (  # Ctrl-C: one line, not a traceback
+        print("interrupted", file=sys.stderr) if issubclass(kind, KeyboardInterrupt)
+        else sys.__excepthook__(kind, *info))
+    torch.manual_seed(args.seed)
 
 # %% [markdown]
-# ## A sample and one transform, three ways
-# A sample is a dict: `{"image": (C, H, W) tensor, "label": int}`. Each transform takes a
-# sample and returns a new one, so transforms chain and the input is never changed in place.
-#
-# `normalize(sample, mean, std)` needs two parameters, but a Dataset calls `transform(sample)`.
-# There are three ways to bind them: a class that stores them, a closure that captures them,
-# and `functools.partial` that fills them in.
+# ## A sample, and one transform
+# A sample is a dict: `{"image": (C, H, W) tensor, "label": int}`. A transform returns a new
+# dict and leaves its input alone: the Dataset may hand out the same tensor again. A Dataset
+# takes `transform=` and applies it in `__getitem__`, as torchvision's datasets do.
 
 # %%
-def normalize(sample: dict, mean: float, std: float) -> dict:
+class Shapes(Dataset):
+    """n uint8 images (3, size, size), as torchvision.io.decode_image gives: a square (label 0)
+    or a disc (label 1) top left, on a gradient brightening to the right: crops and flips show."""
+
+    def __init__(self, n: int, size: int, transform=None):
+        y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")  # (H, W)
+        c, r = size // 3, max(size // 5, 1)  # centre and half-width of the shape
+        masks = [((y - c).abs() <= r) & ((x - c).abs() <= r), (y - c) ** 2 + (x - c) ** 2 < r * r]
+        colours = torch.tensor([[250, 60, 60], [60, 160, 250], [250, 210, 40], [70, 220, 110]])
+        self.images = (40 + x * 120 // size).to(torch.uint8).repeat(n, 3, 1, 1)  # (n, 3, H, W)
+        for i in range(n):
+            self.images[i][:, masks[i % 2]] = colours[i % 4, :, None].to(torch.uint8)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = {"image": self.images[i], "label": i % 2}
+        return self.transform(sample) if self.transform else sample
+
+
+def to_float(sample: dict) -> dict:
+    return {**sample, "image": sample["image"].float() / 255}  # uint8 0..255 -> float32 0..1
+
+
+if __name__ == "__main__":
+    sample = Shapes(4, args.image_size)[1]
+    image = to_float(sample)["image"]
+    print(f"sample: image {tuple(sample['image'].shape)} {sample['image'].dtype}, "
+          f"label {sample['label']}")
+    print(f"to_float(sample): image {image.dtype} in {image.min():.2f}..{image.max():.2f}; "
+          f"the sample's own is still {sample['image'].dtype}")
+    dataset = Shapes(4, args.image_size, transform=to_float)
+    print(f"Shapes(4, {args.image_size}, transform=to_float)[1] is the same: "
+          f"{torch.equal(dataset[1]['image'], image)}")
+
+# %% [markdown]
+# ## Parameters: a class, a closure or `functools.partial`
+# A Dataset calls `transform(sample)` with one argument; `shift_scale` needs two more. A class
+# stores them in `__init__`, a closure captures them, a partial fills them in. `shift_scale`
+# uses one mean and one std for every pixel; `v2.Normalize(mean, std)` takes one per channel.
+
+# %%
+def shift_scale(sample: dict, mean: float, std: float) -> dict:
     return {**sample, "image": (sample["image"] - mean) / std}
 
 
-class Normalize:
-    """Callable class: parameters in __init__, the work in __call__, a __repr__ to print."""
-
+class ShiftScale:
     def __init__(self, mean: float, std: float):
         self.mean, self.std = mean, std
 
     def __call__(self, sample: dict) -> dict:
-        return normalize(sample, self.mean, self.std)
+        return shift_scale(sample, self.mean, self.std)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
+    def __repr__(self) -> str:  # what print() and v2.Compose's repr show
+        return f"ShiftScale(mean={self.mean}, std={self.std})"
 
 
-def make_normalize(mean: float, std: float):
-    """Closure: the inner function remembers mean and std."""
-    def normalize_sample(sample: dict) -> dict:
-        return normalize(sample, mean, std)
-    return normalize_sample
+def make_shift_scale(mean: float, std: float):
+    def shift_scale_sample(sample: dict) -> dict:  # remembers mean and std: a closure
+        return shift_scale(sample, mean, std)
+    return shift_scale_sample
 
+
+if __name__ == "__main__":
+    ways = {"class": ShiftScale(0.5, 0.25), "closure": make_shift_scale(0.5, 0.25),
+            "partial": functools.partial(shift_scale, mean=0.5, std=0.25)}
+    float_sample = to_float(sample)
+    outputs = [transform(float_sample)["image"] for transform in ways.values()]
+    print(f"{ways['class']}, a closure and a partial: identical output: "
+          f"{all(torch.equal(outputs[0], out) for out in outputs)}, "
+          f"in {outputs[0].min():.2f}..{outputs[0].max():.2f}")
 
 # %% [markdown]
 # ## A random transform
-# It draws from torch's global generator, so `torch.manual_seed` reproduces it, and each
-# DataLoader worker (which torch seeds with `base_seed + worker_id`) draws differently.
-# A transform with its own `random.Random` or numpy generator would get neither for free.
+# Draw with `torch.randn_like(image)`: the noise follows the image's device and dtype, and comes
+# from torch's generator, which `torch.manual_seed` sets and DataLoader seeds differently in each
+# worker. A transform with its own `random.Random` or numpy generator gets neither (see 04).
 
 # %%
 class AddNoise:
@@ -65,156 +149,106 @@ class AddNoise:
 
     def __call__(self, sample: dict) -> dict:
         image = sample["image"]
-        return {**sample, "image": image + self.std * torch.randn(image.shape)}
+        return {**sample, "image": image + self.std * torch.randn_like(image)}
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(std={self.std})"
 
+if __name__ == "__main__":
+    noise = AddNoise(0.1)
+    torch.manual_seed(args.seed)
+    first = noise(float_sample)["image"]
+    torch.manual_seed(args.seed)
+    again = noise(float_sample)["image"]
+    print(f"AddNoise(0.1): same seed, same noise: {torch.equal(first, again)}; "
+          f"the next draw differs: {not torch.equal(again, noise(float_sample)['image'])}")
 
 # %% [markdown]
-# ## Composing
-# `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2 transforms
-# accept a dict: they transform the image in it and pass the label through. `ToImage` marks
-# the tensor as the image and `ToDtype(float32, scale=True)` maps 0..255 to 0..1; together
-# they replace the deprecated `ToTensor`.
-#
-# The same chain in plain Python is three lines. But `compose` returns a closure, and that
-# matters below.
+# ## Composing: `v2.Compose`, or three lines of Python
+# `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2 transforms take a
+# dict: they change the image in it and pass the label through. `ToImage` then
+# `ToDtype(float32, scale=True)` replace the deprecated `ToTensor` (and do what `to_float` does).
+# Crop and flip come before `ToDtype`: they are cheaper on uint8.
 
 # %%
-def compose(*fns):
-    def composed(sample):
-        for fn in fns:
-            sample = fn(sample)
+def compose(*transforms):
+    def composed(sample: dict) -> dict:
+        for transform in transforms:
+            sample = transform(sample)
         return sample
     return composed
 
 
-def make_image(size: int) -> torch.Tensor:
-    """A uint8 (3, size, size) image, as torchvision.io.decode_image returns: a bright square
-    top left on a dark gradient."""
-    ramp = torch.linspace(0, 120, size).round().to(torch.uint8)
-    image = ramp.expand(3, size, size).clone()  # (3, H, W)
-    image[:, : size // 2, : size // 2] = 255
-    return image
-
-
-# %% [markdown]
-# ## Why a class, when a closure is shorter?
-# Output is the same, but a DataLoader started with the spawn or forkserver method (the
-# default on macOS and Windows, and on Linux from Python 3.14) pickles the Dataset, its
-# transform included, to send it to each worker. pickle stores a function by its importable
-# name: a closure (`make_normalize.<locals>...`) or a lambda has none, so the loader fails
-# before any worker runs. A class instance pickles as its class name plus its attributes; a
-# partial of a module-level function as the function's name plus its arguments.
-
-# %%
-class Images(Dataset):
-    """A few copies of one image, each passed through `transform`."""
-
-    def __init__(self, image: torch.Tensor, transform, length: int = 4):
-        self.image, self.transform, self.length = image, transform, length
-
-    def __len__(self):
-        return self.length
-
-    def __getitem__(self, idx):
-        if not 0 <= idx < self.length:
-            raise IndexError(idx)
-        return self.transform({"image": self.image, "label": idx % 2})
-
-
-def run_in_worker(image: torch.Tensor, transform, context: str) -> str:
-    """Load one batch through a DataLoader worker started with `context`; say what happened."""
-    loader = DataLoader(Images(image, transform), batch_size=2, num_workers=1,
-                        multiprocessing_context=context)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch warns about the error we print
-        try:
-            batch = next(iter(loader))
-        except Exception as e:
-            message = re.sub(r" at 0x[0-9a-f]+", "", str(e))  # drop memory addresses
-            return f"fails: {type(e).__name__}: {message}"
-    return f"works: batch image {tuple(batch['image'].shape)}"
-
-
-def pickle_round_trip(image: torch.Tensor, transform) -> str:
-    """What a worker receives: the unpickled copy. Does it give the same output?"""
-    copy = pickle.loads(pickle.dumps(transform))
-    sample = {"image": image.float(), "label": 0}
-    same = torch.equal(copy(sample)["image"], transform(sample)["image"])
-    return f"pickles; the copy gives the same output: {same}"
-
-
-# %%
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # bad input: one line naming it, exit 2, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def main(argv=None):
-    methods = [m for m in ("spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
-    parser = Parser(description=__doc__.split("\n\n")[0],
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random transforms")
-    parser.add_argument("--image-size", type=positive_int, default=32, help="side of the image")
-    parser.add_argument("--crop", type=positive_int, default=24, help="side after v2.RandomCrop")
-    parser.add_argument("--start-method", default="spawn", choices=methods,
-                        help="how DataLoader workers start in the pickling demo")
-    parser.add_argument("--check-workers", action="store_true",
-                        help="also run the picklable transforms in real workers (slower)")
-    if argv is None and "ipykernel" in sys.modules:  # a Jupyter kernel's argv is its own
-        argv = []
-    args = parser.parse_args(argv)
-    if args.crop > args.image_size:
-        parser.error(f"--crop {args.crop} is larger than --image-size {args.image_size}")
-
-    image = make_image(args.image_size)
-    sample = {"image": image.float() / 255, "label": 1}
-    print(f"image: {tuple(image.shape)} {image.dtype}, label {sample['label']}")
-
-    as_class = Normalize(0.5, 0.25)
-    as_closure = make_normalize(0.5, 0.25)
-    as_partial = functools.partial(normalize, mean=0.5, std=0.25)
-    outputs = [t(sample)["image"] for t in (as_class, as_closure, as_partial)]
-    print(f"class {as_class!r}, closure, partial: identical output: "
-          f"{all(torch.equal(outputs[0], o) for o in outputs)}")
-
-    noise = AddNoise(0.1)
-    torch.manual_seed(args.seed)
-    first = noise(sample)["image"]
-    torch.manual_seed(args.seed)
-    again = noise(sample)["image"]
-    print(f"{noise!r}: same seed, same noise: {torch.equal(first, again)}; "
-          f"next draw differs: {not torch.equal(again, noise(sample)['image'])}")
-
-    steps = [v2.ToImage(), v2.RandomCrop(args.crop), v2.ToDtype(torch.float32, scale=True),
-             as_class, noise]
-    torch.manual_seed(args.seed)
-    composed = v2.Compose(steps)({"image": image, "label": 1})
-    torch.manual_seed(args.seed)
-    plain = compose(*steps)({"image": image, "label": 1})
-    print(f"v2.Compose: image {tuple(composed['image'].shape)} {composed['image'].dtype}, "
-          f"mean {composed['image'].mean():.4f}, label {composed['label']}")
-    print(f"compose(): identical to v2.Compose: {torch.equal(composed['image'], plain['image'])}")
-
-    print(f"sent to a DataLoader worker started with {args.start_method!r}:")
-    for name, transform in [("class instance", as_class), ("partial", as_partial)]:
-        print(f"  {name:16} {pickle_round_trip(image, transform)}")
-    if args.check_workers:
-        both = v2.Compose([as_class, as_partial])
-        print(f"  {'both, in a worker':16} {run_in_worker(image, both, args.start_method)}")
-    for name, transform in [("closure", as_closure), ("lambda", lambda s: normalize(s, 0.5, 0.25)),
-                            ("compose()", compose(as_class))]:
-        print(f"  {name:16} {run_in_worker(image, transform, args.start_method)}")
+def augment(size: int) -> list:
+    return [v2.ToImage(), v2.RandomResizedCrop(size, scale=(0.25, 1.0)), v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True), ShiftScale(0.5, 0.25), AddNoise(0.05)]
 
 
 if __name__ == "__main__":
-    main()
+    steps = augment(args.image_size)
+    pipeline = v2.Compose(steps)
+    torch.manual_seed(args.seed)
+    composed = pipeline(sample)
+    torch.manual_seed(args.seed)
+    plain = compose(*steps)(sample)
+    print(f"v2.Compose: image {tuple(composed['image'].shape)} {composed['image'].dtype}, "
+          f"label {composed['label']}")
+    print(f"compose(): identical to v2.Compose: {torch.equal(composed['image'], plain['image'])}")
+
+# %% [markdown]
+# ## Look at them
+# `make_grid` lays images out in rows; `normalize=True, scale_each=True` stretches each one to
+# 0..1, so that the shifted and scaled images can be seen. `--save-grid grid.png` writes the
+# picture; in a notebook it appears under this cell.
+
+# %%
+def before_after(dataset: Dataset, transform, n: int) -> torch.Tensor:
+    """n images above, the same n after `transform` below: one (3, H, W) picture."""
+    before = [dataset[i]["image"].float() / 255 for i in range(n)]
+    after = [transform(dataset[i])["image"] for i in range(n)]
+    return make_grid(torch.stack(before + after), nrow=n, normalize=True, scale_each=True)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(args.seed)
+    grid = before_after(Shapes(4, args.image_size), pipeline, n=4)
+    print(f"grid {tuple(grid.shape)}: 4 images above, the same after v2.Compose below")
+    if args.save_grid:
+        save_image(grid, args.save_grid)
+        print(f"wrote {args.save_grid}")
+    elif not ours:  # a notebook: show the picture under this cell
+        try:
+            from IPython.display import display
+            display(v2.functional.to_pil_image(grid))
+        except ImportError:
+            pass
+
+# %% [markdown]
+# ## Why a class, when a closure is shorter?
+# DataLoader workers started with spawn or forkserver (macOS, Windows, and Linux from Python
+# 3.14) receive the Dataset, its transform included, pickled. pickle stores a function by its
+# importable name: a closure (`make_shift_scale.<locals>...`) or a lambda has none. A class
+# instance pickles as its class name and attributes, a partial as the function's name and its
+# arguments. Where nothing is pickled (`num_workers=0`, or fork, which copies the memory), a
+# closure is fine.
+
+# %%
+def pickled_copy(transform, sample: dict) -> str:
+    """What a spawn or forkserver worker would receive: pickle.dumps here, pickle.loads there."""
+    try:
+        copy = pickle.loads(pickle.dumps(transform))
+    except (AttributeError, pickle.PicklingError) as e:  # Python 3.14: PicklingError
+        return re.sub(r" at 0x\w+", "", f"fails: {type(e).__name__}: {e}")  # address varies
+    same = torch.equal(copy(sample)["image"], transform(sample)["image"])
+    return f"pickles, and the copy gives the same output: {same}"
+
+
+if __name__ == "__main__":
+    print("pickled, as a DataLoader worker started with spawn or forkserver would receive it:")
+    for name, transform in [("class instance", ways["class"]), ("partial", ways["partial"]),
+                            ("v2.Compose", v2.Compose([ways["class"], ways["partial"]])),
+                            ("closure", ways["closure"]),
+                            ("lambda", lambda sample: shift_scale(sample, 0.5, 0.25)),
+                            ("compose()", compose(ways["class"], ways["partial"]))]:
+        print(f"  {name:15} {pickled_copy(transform, float_sample)}")
+    closures = Shapes(4, args.image_size, transform=compose(to_float, ways["closure"]))
+    batch = next(iter(DataLoader(closures, batch_size=4)))  # num_workers=0: nothing pickled
+    print(f"closures in DataLoader(num_workers=0): work, batch image {tuple(batch['image'].shape)}")
