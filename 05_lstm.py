@@ -1,10 +1,9 @@
-"""An LSTM that reads one-hot characters and learns to predict the next one, trained with the
-negative log-likelihood loss, on the CPU or a GPU. It starts with the smallest case, three
-tokens, then learns a text and writes from a prompt.
+# %% [markdown]
+# # 05 - An LSTM that predicts the next character
+# `nn.LSTM` reads one-hot characters and learns which comes next: first three tokens, then a text
+# with its tail held out (did it learn, or memorise?), then it writes from a prompt.
+# Run: `python 05_lstm.py` (try `--text-file my.txt --steps 2000`, `--temperature 0.8`; `--help`)
 
-Run:  python 05_lstm.py --device auto --steps 300
-      python 05_lstm.py --text-file my.txt --steps 2000 --temperature 0.8
-"""
 # %%
 import argparse
 import sys
@@ -15,31 +14,120 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+TEXT = """Twinkle, twinkle, little star,
+how I wonder what you are!
+Up above the world so high,
+like a diamond in the sky.
+"""
+
+
+def number_in(kind: type, lo, hi):
+    """An argparse type: an int or float from lo to hi (nan and inf are outside)."""
+    def number(text: str):
+        value = kind(text)  # not a number: argparse says "invalid integer/number value"
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {text}")
+        return value
+    number.__name__ = "integer" if kind is int else "number"
+    return number
+
+
+def read_text(path: Path, max_bytes: int = 10_000_000) -> str:
+    if not path.is_file():  # asked of the file system: reading a FIFO or a device never ends
+        raise ValueError("not a regular file" if path.exists() else "no such file")
+    with path.open("rb") as f:
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"larger than {max_bytes:,} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="An LSTM that predicts the next character.")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="auto: the available accelerator, else the CPU")
+    parser.add_argument("--text-file", type=Path, help="UTF-8, up to 10 MB; default: a rhyme")
+    parser.add_argument("--steps", type=number_in(int, 1, 20_000), default=120,
+                        help="training steps, 1..20000")
+    parser.add_argument("--hidden-size", type=number_in(int, 1, 512), default=64,
+                        help="LSTM state size, 1..512")
+    parser.add_argument("--batch-size", type=number_in(int, 1, 256), default=32,
+                        help="windows per step, 1..256")
+    parser.add_argument("--seq-len", type=number_in(int, 1, 256), default=64,
+                        help="characters per window, 1..256")
+    parser.add_argument("--lr", type=number_in(float, 1e-5, 1), default=0.02,
+                        help="Adam's learning rate, 1e-05..1")
+    parser.add_argument("--seed", type=number_in(int, 0, 2**32 - 1), default=0, help="0..2**32-1")
+    parser.add_argument("--prompt", help="1..1000 characters of the text; default: its first")
+    parser.add_argument("--sample-len", type=number_in(int, 1, 10_000), default=120,
+                        help="characters to generate, 1..10000")
+    parser.add_argument("--temperature", type=number_in(float, 0.01, 10),
+                        help="sample at 0.01..10; default: greedy, the likeliest character")
+    args = parser.parse_args(argv)
+    # None where no accelerator is usable (without the check it can name cuda on a CPU machine)
+    found = torch.accelerator.current_accelerator(check_available=True)
+    if args.device == "auto":
+        args.device = found or torch.device("cpu")
+    elif args.device != "cpu" and (found is None or found.type != args.device):
+        parser.error(f"--device {args.device}: not available on this machine")
+    args.device = torch.device(args.device)
+    args.text, name = TEXT, f"--text-file {args.text_file}"
+    if args.text_file is not None:
+        try:
+            args.text = read_text(args.text_file)
+        except (OSError, ValueError) as e:
+            parser.error(f"{name}: {e.strerror if isinstance(e, OSError) else e}")
+        if len(args.text) < 64:
+            parser.error(f"{name}: {len(args.text)} characters, fewer than 64")
+        if len(set(args.text)) > 1000:  # one-hot rows of 1,000 floats are already wasteful
+            parser.error(f"{name}: {len(set(args.text)):,} distinct characters, more than "
+                         "one-hot input serves (1,000): use nn.Embedding for more")
+    if len(args.text) <= args.seq_len:
+        parser.error(f"the text has {len(args.text)} characters; --seq-len {args.seq_len} "
+                     f"needs at least {args.seq_len + 1}")
+    args.prompt = args.text[0] if args.prompt is None else args.prompt
+    if not 1 <= len(args.prompt) <= 1000:
+        parser.error(f"--prompt: 1..1000 characters, got {len(args.prompt)}")
+    if unknown := "".join(sorted(set(args.prompt) - set(args.text))):
+        parser.error(f"--prompt: characters not in the text: {unknown!r}")
+    return args
+
+
+if __name__ == "__main__":  # demo code runs only when this file is run, never on import
+    # Flags come from `python 05_lstm.py --x` or `%run 05_lstm.py --x`; in a notebook, the
+    # kernel's argv is not ours, so the defaults apply.
+    ours = Path(sys.argv[0]).name == Path(globals().get("__file__", "")).name
+    args = parse_args(None if ours else [])
+    sys.excepthook = lambda kind, *info: (  # Ctrl-C: one line, not a traceback
+        print("interrupted", file=sys.stderr) if issubclass(kind, KeyboardInterrupt)
+        else sys.__excepthook__(kind, *info))
+    device = args.device
+    torch.manual_seed(args.seed)
+    print(f"device: {device}")
+
 # %% [markdown]
-# ## The smallest case
-# The sequence [3, 1, 2] over a vocabulary of 4 tokens, one-hot encoded and shaped
-# (seq_len, batch, vocab) = (3, 1, 4): `nn.LSTM` takes the time axis first unless you pass
-# `batch_first=True`. The target is the next token at each step, [1, 2, 3]: one class index
-# per row, shape (3,).
-#
-# Two mistakes are common here, and the demo shows both happening:
-# - `nll_loss` expects log-probabilities. Fed `softmax` output it returns minus the mean
-#   probability, a number that can be negative and whose gradient is wrong. Use
-#   `log_softmax`, or `cross_entropy` on the raw logits, which is the same thing.
-# - A target of shape (3, 1) raises "multi-target not supported": it must be (3,).
+# ## The smallest case: three tokens
+# The sequence [3, 1, 2] over a vocabulary of 4 tokens, one-hot, shaped (T, B, V) = (3, 1, 4):
+# `nn.LSTM` takes time first unless built with `batch_first=True`. The target is the next token
+# at each step, [1, 2, 3]: one class index per step, shape (3,). One-hot times the input weights
+# picks one column of them, a table lookup: `nn.Embedding` does that without the one-hot, which
+# is why real models use it.
 
 # %%
 def tiny_logits(lstm: nn.LSTM, linear: nn.Linear, tokens: torch.Tensor) -> torch.Tensor:
     x = F.one_hot(tokens, linear.out_features).float().unsqueeze(1)  # (T, B=1, V)
-    out, (h, c) = lstm(x)  # out: (T, 1, H), the hidden state at every step; no state given: zeros
-    return linear(out.squeeze(1))  # (T, V)
+    out, (h_n, c_n) = lstm(x)  # out (T, 1, H): the hidden state after each step; no state: zeros
+    return linear(out.squeeze(1))  # (T, V): logits
 
 
 def train_tiny(seed: int, max_steps: int = 500, lr: float = 0.1):
     """Train nn.LSTM(4, 2) + nn.Linear(2, 4) until it maps [3, 1, 2] to [1, 2, 3]."""
     torch.manual_seed(seed)
     lstm, linear = nn.LSTM(4, 2), nn.Linear(2, 4)
-    tokens, target = torch.tensor([3, 1, 2]), torch.tensor([1, 2, 3])  # target: (3,)
+    tokens, target = torch.tensor([3, 1, 2]), torch.tensor([1, 2, 3])
     optimizer = torch.optim.Adam([*lstm.parameters(), *linear.parameters()], lr=lr)
     for step in range(1, max_steps + 1):
         loss = F.nll_loss(F.log_softmax(tiny_logits(lstm, linear, tokens), dim=-1), target)
@@ -48,44 +136,73 @@ def train_tiny(seed: int, max_steps: int = 500, lr: float = 0.1):
         optimizer.step()
         with torch.no_grad():
             if torch.equal(tiny_logits(lstm, linear, tokens).argmax(-1), target):
-                break
-    return lstm, linear, step
+                return lstm, linear, step
+    return lstm, linear, max_steps
 
+
+if __name__ == "__main__":  # on the CPU: a GPU only slows a model this small
+    lstm, linear, steps = train_tiny(args.seed)
+    tokens, target = torch.tensor([3, 1, 2]), torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        logits = tiny_logits(lstm, linear, tokens)  # (3, 4)
+        w_ih = lstm.weight_ih_l0  # (4 gates * H, V)
+        lookup = torch.allclose(F.one_hot(tokens, 4).float() @ w_ih.T, w_ih.T[tokens])
+    print(f"tiny LSTM: [3, 1, 2] -> {logits.argmax(-1).tolist()} after {steps} Adam steps")
+    print(f"nll_loss(log_softmax(logits)) {F.nll_loss(F.log_softmax(logits, -1), target):.4f} "
+          f"== cross_entropy(logits) {F.cross_entropy(logits, target):.4f}")
+    print(f"one_hot @ W_ih.T == rows of W_ih.T (an embedding lookup): {lookup}")
 
 # %% [markdown]
-# ## The real model
-# Characters become indices into a vocabulary, indices become one-hot vectors, the LSTM
-# reads them, a linear layer scores every character, and `log_softmax` turns the scores into
-# log-probabilities for `nll_loss`.
-#
-# The initial hidden state is made from the model's own parameters (`new_zeros`), so it is
-# on whatever device the model was moved to: a `torch.zeros(..., device=device)` that reads
-# a global `device` breaks when the function is copied elsewhere.
+# Two mistakes, shown happening. A target of shape (3, 1) is refused. And `nll_loss` only picks
+# `-input[target]` and averages: fed probabilities (`softmax`, not `log_softmax`) it returns minus
+# the mean probability of the targets, a number in [-1, 0], never positive, that looks like a fine
+# loss. Worse, its gradient vanishes when the model is confidently wrong, exactly when it should
+# be large: `cross_entropy`'s gradient is probabilities minus one-hot, of norm about 1.4 there.
+
+# %%
+def input_grad_norm(loss_fn, logits: torch.Tensor, target: torch.Tensor) -> float:
+    logits = logits.detach().clone().requires_grad_()
+    loss_fn(logits, target).backward()
+    return logits.grad.norm().item()
+
+
+def nll_of_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.nll_loss(F.softmax(logits, dim=-1), target)  # the mistake
+
+
+if __name__ == "__main__":
+    try:
+        F.nll_loss(F.log_softmax(logits, dim=-1), target.view(3, 1))
+    except RuntimeError as e:
+        print(f"target of shape (3, 1): RuntimeError: {str(e).splitlines()[0]}")
+    p_target = F.softmax(logits, dim=-1)[torch.arange(3), target]  # (3,)
+    print(f"nll_loss(softmax(logits)) {nll_of_softmax(logits, target):.4f} "
+          f"== minus the mean target probability {-p_target.mean():.4f}")
+    wrong, two = torch.tensor([[10.0, 0.0, 0.0]]), torch.tensor([2])  # sure of 0, target 2
+    print(f"logits [10, 0, 0], target 2: gradient norm "
+          f"{input_grad_norm(nll_of_softmax, wrong, two):.1e} by nll_loss(softmax), "
+          f"{input_grad_norm(F.cross_entropy, wrong, two):.2f} by cross_entropy")
+
+# %% [markdown]
+# ## The character model
+# Characters become indices, indices one-hot vectors (T, B, V); the LSTM reads them, a linear
+# layer scores every character, `log_softmax` makes the scores log-probabilities for `nll_loss`.
+# Given no state, `nn.LSTM` starts from zeros on the input's device and dtype: nothing to set up.
+# It returns `out`, the last layer's hidden state at every step, and `(h_n, c_n)`, every layer's
+# state after the last step: `out[-1]` is `h_n[-1]`. So reading a text one character at a time,
+# carrying the state, gives what reading it whole does, which is how generation works below.
 
 # %%
 class CharLSTM(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 1):
         super().__init__()
-        self.vocab_size = vocab_size
-        # Input (T, B, V), time first; with batch_first=True it would be (B, T, V).
-        self.lstm = nn.LSTM(vocab_size, hidden_size, num_layers)
+        self.lstm = nn.LSTM(vocab_size, hidden_size, num_layers)  # input (T, B, V): time first
         self.head = nn.Linear(hidden_size, vocab_size)
 
-    def init_state(self, batch_size: int):
-        shape = (self.lstm.num_layers, batch_size, self.lstm.hidden_size)
-        weight = self.head.weight  # same device and dtype as the model
-        return weight.new_zeros(shape), weight.new_zeros(shape)  # (h, c)
-
-    def forward(self, tokens: torch.Tensor, state=None):  # tokens: (T, B) int64
-        x = F.one_hot(tokens, self.vocab_size).float()  # (T, B, V)
-        if state is None:
-            state = self.init_state(tokens.shape[1])
-        out, state = self.lstm(x, state)  # (T, B, H)
+    def forward(self, tokens: torch.Tensor, state=None):  # tokens (T, B) int64; state (h, c)
+        x = F.one_hot(tokens, self.head.out_features).float()  # (T, B, V)
+        out, state = self.lstm(x, state)  # out (T, B, H); h and c (num_layers, B, H)
         return F.log_softmax(self.head(out), dim=-1), state  # (T, B, V) log-probabilities
-
-
-def build_vocab(text: str) -> list[str]:
-    return sorted(set(text))
 
 
 def encode(text: str, vocab: list[str]) -> torch.Tensor:
@@ -97,49 +214,200 @@ def decode(ids, vocab: list[str]) -> str:
     return "".join(vocab[i] for i in ids)
 
 
-def get_batch(data: torch.Tensor, seq_len: int, batch_size: int, generator: torch.Generator):
-    """batch_size random windows of the text and the same windows shifted by one: (T, B) each."""
+if __name__ == "__main__":
+    vocab = sorted(set(args.text))
+    data = encode(args.text, vocab)  # (N,)
+    model = CharLSTM(len(vocab), args.hidden_size).to(device)  # made on the CPU: same anywhere
+    print(f"text: {len(data):,} characters, vocabulary {len(vocab)}")
+    x = data[:8].unsqueeze(1).to(device)  # (T=8, B=1)
+    with torch.no_grad():
+        log_probs, (h_n, c_n) = model(x)
+        out, _ = model.lstm(F.one_hot(x, len(vocab)).float())
+        state = None
+        for t in range(len(x)):  # one character at a time, the state carried
+            last, state = model(x[t : t + 1], state)
+    print(f"tokens {tuple(x.shape)} -> log-probabilities {tuple(log_probs.shape)}, "
+          f"h_n and c_n {tuple(h_n.shape)}")
+    print(f"out[-1] == h_n[-1]: {torch.equal(out[-1], h_n[-1])} | one at a time == whole: "
+          f"{torch.allclose(last[-1], log_probs[-1], atol=1e-5)}")
+
+# %% [markdown]
+# ## Holding out the tail
+# A score on the text the model trained on shows memorising, not learning. A text of 2,000
+# characters or more gives up its last tenth for validation; a shorter one is learned by heart.
+
+# %%
+def split_tail(data: torch.Tensor, fraction: float = 0.1, min_len: int = 2000):
+    """(training part, held-out tail), or (data, None) for a text too short to spare a tail."""
+    if len(data) < min_len:
+        return data, None
+    cut = len(data) - int(len(data) * fraction)
+    return data[:cut], data[cut:]
+
+
+if __name__ == "__main__":
+    train_data, val_data = split_tail(data)
+    if val_data is None:
+        print(f"nothing held out: {len(data)} characters (< 2,000) are learned by heart, and "
+              "scored on themselves")
+    else:
+        print(f"held out: the last {len(val_data):,} characters; training on the first "
+              f"{len(train_data):,}")
+
+# %% [markdown]
+# ## Training on random windows, with clipped gradients
+# Each step takes `batch_size` windows of `seq_len` characters at random places, each from a zero
+# state. This is the script's way by default: the batches are independent samples, any text one
+# window long will do (the rhyme is too short to cut into 32 long pieces, as the next section
+# does), and each window starts as evaluation and generation start, from zeros. The price: the
+# model sees no context longer than `seq_len`.
+#
+# Backpropagating through T steps multiplies by the recurrent weights T times, so one batch can
+# give a gradient orders of magnitude too large. `clip_grad_norm_` scales the whole gradient down
+# to norm 1 when it is longer, keeping its direction: one bad batch cannot throw the weights away.
+# Ctrl-C stops the training early; the script goes on with the model as it is.
+
+# %%
+def random_windows(data: torch.Tensor, seq_len: int, batch_size: int, generator: torch.Generator):
     starts = torch.randint(0, len(data) - seq_len, (batch_size,), generator=generator)  # (B,)
     idx = starts + torch.arange(seq_len).unsqueeze(1)  # (T, B)
-    return data[idx], data[idx + 1]
+    return data[idx], data[idx + 1]  # the windows and their next characters: (T, B) each
 
 
-def train(model: CharLSTM, data: torch.Tensor, steps: int, batch_size: int, seq_len: int,
-          lr: float, generator: torch.Generator, log_every: int) -> float:
-    device = model.head.weight.device
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for step in range(1, steps + 1):
-        x, y = get_batch(data, seq_len, batch_size, generator)  # on the CPU: same on any device
-        log_probs, _ = model(x.to(device))  # (T, B, V)
-        loss = F.nll_loss(log_probs.reshape(-1, model.vocab_size), y.to(device).reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % log_every == 0 or step == steps:
-            print(f"step {step:4d} | loss {loss.item():.4f}")  # .item() waits for the GPU
-    return loss.item()
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, state=None,
+               max_norm: float = 1.0):
+    log_probs, state = model(x, state)  # (T, B, V)
+    loss = F.nll_loss(log_probs.flatten(0, 1), y.flatten())  # the mean over T * B predictions
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return loss.detach(), state
 
 
+def train(model: nn.Module, data: torch.Tensor, steps: int, batch_size: int, seq_len: int,
+          lr: float, generator: torch.Generator, log_every: int) -> int:
+    """Adam on random windows; returns the steps done (fewer if Ctrl-C stopped it)."""
+    device, done = next(model.parameters()).device, 0
+    try:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        while done < steps:
+            x, y = random_windows(data, seq_len, batch_size, generator)  # on the CPU: the same
+            loss, _ = train_step(model, optimizer, x.to(device), y.to(device))  # on any device
+            done += 1
+            if done % log_every == 0 or done == steps:  # .item() waits for the GPU
+                print(f"step {done:5d} | loss {loss.item():.4f}", flush=True)
+    except KeyboardInterrupt:
+        print(f"Ctrl-C: training stopped after {done} steps; going on with the model as it is")
+    return done
+
+
+if __name__ == "__main__":
+    generator = torch.Generator().manual_seed(args.seed)  # windows and samples
+    print(f"training on random windows: (seq_len, batch) = ({args.seq_len}, {args.batch_size})")
+    start = time.perf_counter()
+    done = train(model, train_data, args.steps, args.batch_size, args.seq_len, args.lr,
+                 generator, log_every=max(1, args.steps // 5))
+    seconds = time.perf_counter() - start
+    print(f"speed: {done * args.batch_size * args.seq_len / seconds:,.0f} tokens/s "
+          f"({seconds:.2f} s on {device})")
+
+# %% [markdown]
+# ## Carrying the state from one batch to the next
+# Cut the text into `batch_size` pieces side by side and read them `seq_len` characters at a
+# time: each window continues the one before, so the state it ended with is the right start for
+# the next (truncated backpropagation through time). The model can then use more context than
+# one window, at the same cost per step. Pitfall: that state still holds the graph of the batch
+# before, whose buffers `backward()` has freed, so the next `backward()` fails. `retain_graph=True`,
+# the usual wrong fix, trades that for another error (the optimizer has changed the weights the old
+# graph saved) and would backpropagate through every batch so far. `detach()` keeps the values and
+# cuts the history. Below, three steps on a fresh model: 2 pieces, 8 characters at a time.
+
+# %%
+def consecutive_windows(data: torch.Tensor, seq_len: int, batch_size: int):
+    n = (len(data) - 1) // batch_size  # characters each piece predicts
+    x = data[: n * batch_size].view(batch_size, n).T  # (n, B): column b is the b-th piece
+    y = data[1 : n * batch_size + 1].view(batch_size, n).T  # the next characters
+    for i in range(0, n, seq_len):
+        yield x[i : i + seq_len], y[i : i + seq_len]  # (T, B) each; the last may be shorter
+
+
+def train_carried(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor,
+                  seq_len: int, batch_size: int, steps: int, detach: bool = True) -> list[float]:
+    device = next(model.parameters()).device
+    state, losses = None, []
+    for _, (x, y) in zip(range(steps), consecutive_windows(data, seq_len, batch_size)):
+        if detach and state is not None:
+            state = tuple(s.detach() for s in state)  # the same values, without their history
+        loss, state = train_step(model, optimizer, x.to(device), y.to(device), state)
+        losses.append(loss.item())
+    return losses
+
+
+if __name__ == "__main__":
+    fresh = CharLSTM(len(vocab), args.hidden_size).to(device)
+    optimizer = torch.optim.Adam(fresh.parameters(), lr=args.lr)
+    try:
+        train_carried(fresh, optimizer, train_data, seq_len=8, batch_size=2, steps=3, detach=False)
+    except RuntimeError as e:
+        print(f"state carried without detach(): RuntimeError: {str(e).split(' (')[0]}")
+    losses = train_carried(fresh, optimizer, train_data, seq_len=8, batch_size=2, steps=3)
+    print(f"with detach(): {len(losses)} steps run, losses "
+          f"{', '.join(f'{loss:.2f}' for loss in losses)}")
+
+# %% [markdown]
+# ## Evaluation, in chunks, against a baseline
+# Scoring reads the text as up to 64 pieces side by side (of 1,000 characters or more), each from
+# a zero state, 256 characters at a time with the state carried: memory depends on those numbers,
+# not on the text's length. The baseline is a model with no context at all: it always predicts
+# the training text's character frequencies. A model that learned something beats it on the
+# held-out tail.
+
+# %%
 @torch.inference_mode()
-def evaluate(model: CharLSTM, data: torch.Tensor) -> tuple[float, float]:
-    """Read the whole text once, from a zero state: (loss, accuracy) of predicting each next
-    character from all the characters before it, as generation does."""
+def evaluate(model: nn.Module, data: torch.Tensor, streams: int = 64, chunk: int = 256):
+    """(loss, accuracy) of predicting each character of data from the ones before it."""
     model.eval()
-    device = model.head.weight.device
-    log_probs, _ = model(data[:-1].unsqueeze(1).to(device))  # (N-1, 1, V)
-    log_probs, target = log_probs.squeeze(1), data[1:].to(device)
-    loss = F.nll_loss(log_probs, target).item()
-    return loss, (log_probs.argmax(-1) == target).float().mean().item()
+    device = next(model.parameters()).device
+    streams = max(1, min(streams, (len(data) - 1) // 1000))  # pieces of 1,000 or more
+    total, correct, count, state = 0.0, 0, 0, None
+    for x, y in consecutive_windows(data, chunk, streams):
+        log_probs, state = model(x.to(device), state)  # (T, B, V)
+        y = y.to(device)
+        total += F.nll_loss(log_probs.flatten(0, 1), y.flatten(), reduction="sum").item()
+        correct += (log_probs.argmax(-1) == y).sum().item()
+        count += y.numel()
+    return total / count, correct / count
 
 
+def unigram_loss(train_data: torch.Tensor, data: torch.Tensor, vocab_size: int) -> float:
+    """The loss of always predicting the training characters' frequencies (plus one each, so a
+    character unseen in training costs a finite amount)."""
+    counts = torch.bincount(train_data, minlength=vocab_size).double() + 1
+    return -(counts / counts.sum()).log()[data[1:]].mean().item()
+
+
+if __name__ == "__main__":
+    scored = {"training text": train_data} if val_data is None else {
+        "training part": train_data, "held-out tail": val_data}
+    for name, part in scored.items():
+        loss, accuracy = evaluate(model, part)
+        baseline = unigram_loss(train_data, part, len(vocab))
+        print(f"{name}: loss {loss:.4f} (unigram baseline {baseline:.4f}), "
+              f"accuracy {accuracy:.1%}")
+
+# %% [markdown]
+# ## Writing
+# The prompt is read first, then one character at a time is chosen and fed back, the state
+# carried. Greedy takes the likeliest; a temperature samples, sharper below 1, wilder above.
+
+# %%
 @torch.inference_mode()
-def generate(model: CharLSTM, prompt: torch.Tensor, length: int, temperature: float | None = None,
-             generator: torch.Generator | None = None) -> list[int]:
-    """Feed the prompt, then one character at a time, carrying the hidden state along.
-    temperature None: the most likely character (greedy); else sample, sharper below 1."""
+def generate(model: nn.Module, prompt: torch.Tensor, length: int,
+             temperature: float | None = None, generator: torch.Generator | None = None):
     model.eval()
-    device = model.head.weight.device
+    device = next(model.parameters()).device
     log_probs, state = model(prompt.unsqueeze(1).to(device))  # (P, 1, V)
     out = []
     for _ in range(length):
@@ -147,150 +415,16 @@ def generate(model: CharLSTM, prompt: torch.Tensor, length: int, temperature: fl
         if temperature is None:
             next_id = int(last.argmax())
         else:  # sampled on the CPU with a CPU generator: the same draws on any device
-            probs = torch.softmax(last.float().cpu() / temperature, dim=-1)
+            probs = torch.softmax(last.double().cpu() / temperature, dim=-1)
             next_id = int(torch.multinomial(probs, 1, generator=generator))
         out.append(next_id)
         log_probs, state = model(torch.tensor([[next_id]], device=device), state)
-    return out
-
-
-# %% [markdown]
-# ## The demo
-# The default text is short enough to learn completely in about a second on a laptop CPU.
-# Every setting is a flag; the seed fixes the weights, the batches and the samples.
-
-# %%
-TEXT = """Twinkle, twinkle, little star,
-how I wonder what you are!
-Up above the world so high,
-like a diamond in the sky.
-"""
-
-
-EVAL_CHARS = 10_000
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' is the available accelerator (CUDA, MPS, ...), else the CPU."""
-    if name == "auto":
-        # current_accelerator() alone names cuda even where no GPU is usable: ask first
-        if torch.accelerator.is_available():
-            return torch.accelerator.current_accelerator()
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available on this machine")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: MPS (Apple GPU) is not available on this machine")
-    return torch.device(name)
-
-
-def read_text(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"--text-file {path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"--text-file {path}: not UTF-8 text (byte {e.object[e.start]:#04x} "
-                         f"at offset {e.start})") from None
-    except OSError as e:
-        raise ValueError(f"--text-file {path}: {e.strerror}") from None
-    if not text:
-        raise ValueError(f"--text-file {path}: the file is empty")
-    return text
-
-
-def positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-        return value
-    parse.__name__ = kind.__name__  # argparse's message for a non-number: "invalid int value"
-    return parse
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # bad input: one line naming it, exit 2, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def main(argv=None):
-    parser = Parser(description=__doc__.split("\n\n")[0],
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="where to train; auto: the available accelerator, else cpu")
-    parser.add_argument("--text-file", type=Path, default=None,
-                        help="UTF-8 text to learn; none: a built-in rhyme")
-    parser.add_argument("--steps", type=positive(int), default=300, help="training steps")
-    parser.add_argument("--hidden-size", type=positive(int), default=64, help="LSTM state size")
-    parser.add_argument("--batch-size", type=positive(int), default=32, help="windows per step")
-    parser.add_argument("--seq-len", type=positive(int), default=32, help="characters per window")
-    parser.add_argument("--lr", type=positive(float), default=0.01, help="Adam learning rate")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights, batches, sampling")
-    parser.add_argument("--prompt", default=None,
-                        help="text to continue; none: the first character")
-    parser.add_argument("--sample-len", type=positive(int), default=120,
-                        help="characters to generate")
-    parser.add_argument("--temperature", type=positive(float), default=None,
-                        help="sample at this temperature; none: greedy, the likeliest character")
-    if argv is None and "ipykernel" in sys.modules:  # a Jupyter kernel's argv is its own
-        argv = []
-    args = parser.parse_args(argv)
-    try:
-        device = pick_device(args.device)
-        text = TEXT if args.text_file is None else read_text(args.text_file)
-    except ValueError as e:
-        parser.error(str(e))
-    if len(text) < args.seq_len + 1:
-        parser.error(f"the text has {len(text)} characters; --seq-len {args.seq_len} "
-                     f"needs at least {args.seq_len + 1}")
-    vocab = build_vocab(text)
-    prompt = text[0] if args.prompt is None else args.prompt
-    if not prompt:
-        parser.error("--prompt must not be empty")
-    if set(prompt) - set(vocab):
-        parser.error(f"--prompt {prompt!r}: characters not in the text: "
-                     f"{''.join(sorted(set(prompt) - set(vocab)))!r}")
-    print(f"device: {device}")
-
-    # The smallest case, and the two mistakes.
-    lstm, linear, steps = train_tiny(args.seed)
-    tokens, target = torch.tensor([3, 1, 2]), torch.tensor([1, 2, 3])
-    with torch.no_grad():
-        logits = tiny_logits(lstm, linear, tokens)  # (3, 4)
-    right = F.nll_loss(F.log_softmax(logits, dim=-1), target)
-    wrong = F.nll_loss(F.softmax(logits, dim=-1), target)
-    print(f"tiny LSTM: [3, 1, 2] -> {logits.argmax(-1).tolist()} after {steps} steps")
-    print(f"nll_loss(log_softmax) {right:.4f} = cross_entropy {F.cross_entropy(logits, target):.4f}"
-          f" | nll_loss(softmax) {wrong:.4f} (wrong)")
-    try:
-        F.nll_loss(F.log_softmax(logits, dim=-1), target.view(3, 1))
-    except RuntimeError as e:
-        print(f"target of shape (3, 1): RuntimeError: {str(e).splitlines()[0]}")
-
-    # The real model.
-    torch.manual_seed(args.seed)
-    data = encode(text, vocab)  # (N,)
-    model = CharLSTM(len(vocab), args.hidden_size).to(device)  # made on the CPU: same anywhere
-    print(f"text: {len(text)} characters, vocabulary {len(vocab)} | "
-          f"batch (seq_len, batch, vocab) = ({args.seq_len}, {args.batch_size}, {len(vocab)})")
-    generator = torch.Generator().manual_seed(args.seed)
-    start = time.perf_counter()
-    train(model, data, args.steps, args.batch_size, args.seq_len, args.lr, generator,
-          log_every=max(1, args.steps // 5))
-    seconds = time.perf_counter() - start
-    print(f"speed: {args.steps * args.batch_size * args.seq_len / seconds:,.0f} tokens/s "
-          f"({seconds:.2f} s on {device})")
-    # One pass over a long text is one long sequential loop: measure on its start.
-    scored = data[: EVAL_CHARS + 1]
-    loss, accuracy = evaluate(model, scored)
-    where = "the text" if len(scored) == len(data) else f"the first {EVAL_CHARS:,} characters"
-    print(f"next-character accuracy on {where}: {accuracy:.1%}")
-
-    sample = generate(model, encode(prompt, vocab), args.sample_len, args.temperature, generator)
-    print(f"generated from {prompt!r}:\n{prompt}{decode(sample, vocab)}")
-    print(f"loss={loss:.4f} accuracy={100 * accuracy:.1f}%")
+    return out  # length indices
 
 
 if __name__ == "__main__":
-    main()
+    sample = generate(model, encode(args.prompt, vocab), args.sample_len, args.temperature,
+                      generator)
+    print(f"generated from {args.prompt!r}:\n{args.prompt}{decode(sample, vocab)}")
+    print(f"scored on the {name}:")
+    print(f"loss={loss:.4f} accuracy={100 * accuracy:.1f}%")
