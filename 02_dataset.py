@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except (OSError, ValueError) as e:
             parser.error(str(e))
         if len(rows) < 2:
-            parser.error(f"{index}: lists {len(rows)} samples; the split needs 2 or more")
+            parser.error(f"{index}: the split needs 2 samples or more, it lists {len(rows)}")
     return args
 
 # %% [markdown]

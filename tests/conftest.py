@@ -1,14 +1,73 @@
 """Helpers shared by the tests: import a numbered script by path, run one as a user would."""
 import importlib.util
 import os
+import runpy
+import shutil
 import subprocess
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in ROOT.glob("[0-9][0-9]_*.py"))
+sys.path.insert(0, str(ROOT))  # spawn workers started by a test import the scripts from here
+# Scripts run two at a time beside this process: one thread each keeps 2 cores from thrashing.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
+
+# Subprocess runs (most of each is `import torch`) start as soon as the tests are collected and
+# go on in two background threads while the in-process tests run: see `early`.
+POOL = ThreadPoolExecutor(max_workers=2)
+SCRATCH = Path(tempfile.mkdtemp(prefix="lesson-tests-"))
+EARLY: dict = {}
+MADE: dict = {}
+
+
+def early(first: bool = False):
+    """Decorate a function that submit()s subprocess runs and returns their futures: it becomes
+    a session fixture, made when the tests that use it have been collected (`first`: before the
+    others, for the longest runs), so the runs overlap the tests that need no subprocess. It
+    runs during collection: anything that may skip or fail belongs in the submitted function."""
+    def decorate(make_runs):
+        key = f"{make_runs.__module__}.{make_runs.__name__}"  # a fixture's name is per module
+        EARLY[key] = (first, make_runs)
+
+        @pytest.fixture(scope="session", name=make_runs.__name__)
+        def fixture():
+            return made(key)
+        return fixture
+    return decorate
+
+
+def made(name: str):
+    if name not in MADE:
+        MADE[name] = EARLY[name][1]()
+    return MADE[name]
+
+
+def pytest_collection_finish(session):
+    wanted = {f"{item.module.__name__}.{name}" for item in session.items
+              for name in getattr(item, "fixturenames", ())}
+    for name in sorted(wanted & set(EARLY), key=lambda name: not EARLY[name][0]):
+        made(name)
+
+
+def pytest_sessionfinish(session):
+    POOL.shutdown(cancel_futures=True)
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
+def submit(fn, *args, **kwargs):
+    return POOL.submit(fn, *args, **kwargs)
+
+
+def scratch(name: str) -> Path:
+    """A new empty folder for one run, removed at the end of the session."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=SCRATCH))
 
 
 def load_script(name: str):
@@ -34,7 +93,8 @@ def command(name: str, *args: str) -> list[str]:
 def one_thread(env=None) -> dict:
     """The environment for a script run beside others. Two processes that each spin up an
     OpenMP thread per core on a 2-core machine take seven times as long (28 s, not 4 s, for
-    two 05_lstm.py runs); with one thread each they take no longer than one alone."""
+    two 05_lstm.py runs); with one thread each they take no longer than one alone. (Output is
+    the same with one thread or two.)"""
     return {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"}
 
 
@@ -61,3 +121,12 @@ def parse_error(module, argv: list[str], capsys) -> str:
     last = captured.err.rstrip("\n").splitlines()[-1]
     assert ": error: " in last and captured.err.count(": error: ") == 1, captured.err
     return last.split(": error: ", 1)[1]
+
+
+def run_in_process(script: str, argv: list[str], monkeypatch, cwd: Path) -> None:
+    """The script as `python SCRIPT ARGV` would run it, but in this process: no second
+    `import torch`. Prints go to capsys."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the script replaces it
+    runpy.run_path(str(ROOT / script), run_name="__main__")

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script, parse_error, run_script, start_script
+from conftest import (
+    early,
+    load_script,
+    parse_error,
+    run_in_process,
+    scratch,
+    start_script,
+    submit,
+)
 
 m = load_script("02_dataset.py")
 
@@ -193,21 +201,35 @@ def test_a_folder_without_a_usable_index(folder, capsys):
     assert parse_error(m, ["--root", str(folder)], capsys) == message
 
 
-def test_the_smallest_folder_runs_end_to_end(tmp_path, capsys):
+def test_the_smallest_folder_runs_end_to_end(tmp_path, monkeypatch, capsys):
     m.write_example_folder(tmp_path / "data", num_samples=2, seed=0)
-    result = run_script("02_dataset.py", "--root", str(tmp_path / "data"), cwd=tmp_path)
-    assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert "random_split: train 1, val 1, val indices [" in result.stdout
+    run_in_process("02_dataset.py", ["--root", str(tmp_path / "data")], monkeypatch, tmp_path)
+    captured = capsys.readouterr()
+    assert captured.err == "" and "random_split: train 1, val 1, val indices [" in captured.out
     write_index(tmp_path / "data", "file,label", "images/0000.npy,0")
     assert parse_error(m, ["--root", str(tmp_path / "data")], capsys) == (
-        f"{tmp_path / 'data' / 'index.csv'}: lists 1 samples; the split needs 2 or more")
+        f"{tmp_path / 'data' / 'index.csv'}: the split needs 2 samples or more, it lists 1")
 
 
-def test_ctrl_c_removes_the_example_folder(tmp_path):
-    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    process = start_script("02_dataset.py", "--num-samples", "10000", cwd=tmp_path, env=env)
-    assert process.stdout.readline().startswith("index.csv starts: ")
+def interrupt_after_first_line() -> tuple:
+    tmp = scratch("02-ctrl-c")
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+    process = start_script("02_dataset.py", "--num-samples", "3000", cwd=tmp, env=env)
+    first = process.stdout.readline()
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode in (130, -signal.SIGINT) and err == "interrupted\n", err
-    assert [p.name for p in tmp_path.iterdir()] == []
+    out, err = process.communicate(timeout=120)
+    return process.returncode, first, err, tmp
+
+
+@early()
+def interrupted():
+    return submit(interrupt_after_first_line)
+
+
+def test_ctrl_c_is_one_line_and_removes_the_example_folder(interrupted):
+    """Python ends a program that a Ctrl-C stopped by SIGINT itself, which a shell reports as
+    status 130. The temporary folder is removed on the way out."""
+    code, first, err, tmp = interrupted.result()
+    assert first.startswith("index.csv starts: ")
+    assert code in (130, -signal.SIGINT) and err == "interrupted\n", err
+    assert [p.name for p in tmp.iterdir()] == []

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import load_script, parse_error, start_script
+from conftest import early, load_script, parse_error, scratch, start_script, submit
 
 m = load_script("05_lstm.py")
 TOKENS, TARGET = torch.tensor([3, 1, 2]), torch.tensor([1, 2, 3])
@@ -253,17 +253,28 @@ def test_english_prose_is_held_out_and_beats_the_unigram_baseline(tmp_path, caps
     assert lines[-2] == "scored on the held-out tail:" and lines[-1].startswith(f"loss={loss}")
 
 
-def test_ctrl_c_during_training_evaluates_and_generates_with_what_it_has(tmp_path):
-    process = start_script("05_lstm.py", "--steps", "20000", cwd=tmp_path)
+def interrupt_training() -> tuple:
+    cwd = scratch("05-ctrl-c")
+    process = start_script("05_lstm.py", "--steps", "20000", cwd=cwd)
     for line in process.stdout:  # the line printed just before training starts
         if line.startswith("training on random windows"):
             break
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert (process.returncode, err) == (0, "")
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err, cwd
+
+
+@early()
+def interrupted():
+    return submit(interrupt_training)
+
+
+def test_ctrl_c_during_training_evaluates_and_generates_with_what_it_has(interrupted):
+    code, out, err, cwd = interrupted.result()
+    assert (code, err) == (0, "")
     assert "Ctrl-C: training stopped after " in out and "generated from 'T':" in out
-    assert out.splitlines()[-1].startswith("loss=") and list(tmp_path.iterdir()) == []
+    assert out.splitlines()[-1].startswith("loss=") and list(cwd.iterdir()) == []
 
 
 def test_defaults_and_auto_device(monkeypatch):

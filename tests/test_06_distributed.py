@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import ROOT, load_script, one_thread, parse_error
+from conftest import ROOT, early, load_script, one_thread, parse_error, scratch, submit
 
 m = load_script("06_distributed.py")
 
@@ -285,13 +285,12 @@ def rank_of(pid: int) -> int:
     return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=")[1])
 
 
-@pytest.fixture(scope="module")
-def killed_run(tmp_path_factory):
+def kill_one_worker() -> dict:
     """`torchrun --standalone --nproc-per-node 2 --max-restarts 3 06_distributed.py`, one batch
     of 2 a rank per step (slow epochs); once rank 0 has saved epoch 1, rank 1 is killed."""
     if not sys.platform.startswith("linux"):
         pytest.skip("finds the worker processes in /proc")
-    cwd, tmp = tmp_path_factory.mktemp("torchrun"), tmp_path_factory.mktemp("torchrun-tmp")
+    cwd, tmp = scratch("torchrun"), scratch("torchrun-tmp")
     env = {key: value for key, value in one_thread().items() if key != "PYTHONUNBUFFERED"}
     env.update(TMPDIR=str(tmp), TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")  # see the script
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -318,58 +317,68 @@ def killed_run(tmp_path_factory):
             "workers": workers}
 
 
-def test_two_ranks_get_disjoint_shards_that_cover_the_data(killed_run):
+@early(first=True)
+def killed_run():
+    return submit(kill_one_worker)
+
+
+def test_two_ranks_get_disjoint_shards_that_cover_the_data(killed_run_result):
     shards = dict(re.findall(r"^\[rank (\d)\] shard: 256 of 512 samples, first (\[.*\])$",
-                             killed_run["out"], re.MULTILINE))
+                             killed_run_result["out"], re.MULTILINE))
     assert sorted(shards) == ["0", "1"]
     assert not set(json.loads(shards["0"])) & set(json.loads(shards["1"]))
-    assert "all shards: 512 indices, 512 distinct, of 512 samples" in killed_run["out"]
+    assert "all shards: 512 indices, 512 distinct, of 512 samples" in killed_run_result["out"]
 
 
-def test_the_ddp_gradient_is_the_global_batch_gradient_on_both_ranks(killed_run):
+def test_the_ddp_gradient_is_the_global_batch_gradient_on_both_ranks(killed_run_result):
     assert re.search(r"global batch \(4 samples\) in one process, on all 2 ranks: True$",
-                     killed_run["out"], re.MULTILINE)
+                     killed_run_result["out"], re.MULTILINE)
 
 
-def test_a_killed_worker_is_restarted_and_the_job_finishes_from_its_snapshot(killed_run):
-    assert killed_run["code"] == 0, killed_run["err"][-3000:]
-    done = int(re.search(r"^resumed from s.pt: epoch (\d) of 3 done$", killed_run["out"],
+def test_a_killed_worker_is_restarted_and_the_job_finishes_from_its_snapshot(killed_run_result):
+    assert killed_run_result["code"] == 0, killed_run_result["err"][-3000:]
+    done = int(re.search(r"^resumed from s.pt: epoch (\d) of 3 done$", killed_run_result["out"],
                          re.MULTILINE)[1])
     assert 1 <= done < 3
-    assert [int(e) for e, _ in EPOCH.findall(killed_run["out"])][-(3 - done):] == list(
+    assert [int(e) for e, _ in EPOCH.findall(killed_run_result["out"])][-(3 - done):] == list(
         range(done + 1, 4))
-    assert torch.load(killed_run["cwd"] / "s.pt", weights_only=True)["epoch"] == 3
+    assert torch.load(killed_run_result["cwd"] / "s.pt", weights_only=True)["epoch"] == 3
 
 
-def test_rank_0_alone_prints_the_epoch_lines(killed_run):
+def test_rank_0_alone_prints_the_epoch_lines(killed_run_result):
     """Both ranks print (their own checksum); each epoch's line comes once, not once a rank."""
-    assert sorted(rank for rank, _ in CHECKSUM.findall(killed_run["out"])) == ["0", "1"]
-    epochs = [e for e, _ in EPOCH.findall(killed_run["out"])]
+    assert sorted(rank for rank, _ in CHECKSUM.findall(killed_run_result["out"])) == ["0", "1"]
+    epochs = [e for e, _ in EPOCH.findall(killed_run_result["out"])]
     assert len(epochs) == len(set(epochs)) and "3" in epochs
 
 
-def test_two_ranks_of_2_take_the_steps_of_one_process_of_4(killed_run, monkeypatch, capsys):
+def test_two_ranks_of_2_take_the_steps_of_one_process_of_4(killed_run_result, monkeypatch, capsys):
     """The global batch decides the steps: and the run that was killed and resumed ends where
     an uninterrupted run ends."""
     alone = run_lesson(monkeypatch, capsys, "--batch-size", "4", "--epochs", "3")
-    last, loss = EPOCH.findall(killed_run["out"])[-1]
+    last, loss = EPOCH.findall(killed_run_result["out"])[-1]
     last_alone, loss_alone = EPOCH.findall(alone)[-1]
     assert last == last_alone == "3" and float(loss) == pytest.approx(float(loss_alone), abs=2e-4)
     assert float(loss) < 0.5  # down from 10.5 before training
 
 
-def test_both_ranks_end_with_the_same_weights(killed_run):
-    final = dict(CHECKSUM.findall(killed_run["out"]))
+def test_both_ranks_end_with_the_same_weights(killed_run_result):
+    final = dict(CHECKSUM.findall(killed_run_result["out"]))
     assert sorted(final) == ["0", "1"] and final["0"] == final["1"]
 
 
-def test_torchrun_leaves_no_process_no_port_and_only_the_snapshot(killed_run):
-    for pid in killed_run["workers"]:
+def test_torchrun_leaves_no_process_no_port_and_only_the_snapshot(killed_run_result):
+    for pid in killed_run_result["workers"]:
         assert not Path(f"/proc/{pid}").exists()
-    met = re.findall(r"meeting at \S+:(\d+)$", killed_run["out"], re.MULTILINE)
+    met = re.findall(r"meeting at \S+:(\d+)$", killed_run_result["out"], re.MULTILINE)
     ports = {int(port) for port in met}
     assert ports and not ports & listening_ports()
-    assert [p.name for p in killed_run["cwd"].iterdir()] == ["s.pt"]
+    assert [p.name for p in killed_run_result["cwd"].iterdir()] == ["s.pt"]
     # torchrun's own log folders and the compiler's cache folder are not the script's
-    assert [p for p in killed_run["tmp"].iterdir()
+    assert [p for p in killed_run_result["tmp"].iterdir()
             if not p.name.startswith(("torchelastic_", "torchinductor_"))] == []
+
+
+@pytest.fixture
+def killed_run_result(killed_run):
+    return killed_run.result()

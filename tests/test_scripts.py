@@ -1,6 +1,7 @@
 """Every numbered script, run the four ways a learner runs it: as a command, imported, cell by
-cell as a notebook, and with `%run NN_name.py --flag` in IPython. What each script must print
-lives beside its behaviour tests, in test_NN_name.py:
+cell as a notebook, and with `%run NN_name.py --flag` in IPython. (Ctrl-C is tested in
+test_02_dataset.py, and during training in 04 and 05.) What each script must print lives beside
+its behaviour tests, in test_NN_name.py:
   KEY_LINES  regular expressions its default run prints, in this order (the order of its sections)
   BAD_RUN    (argv, text): one bad input, run end to end: exit 2, argparse's error naming it
   FLAG_RUN   (argv, regex): a flag that changes a printed line, for the %run test
@@ -9,15 +10,13 @@ lives beside its behaviour tests, in test_NN_name.py:
 import importlib
 import os
 import re
-import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SCRIPTS, one_thread, run_script, start_script
+from conftest import ROOT, SCRIPTS, early, one_thread, run_script, scratch, submit
 
 
 def spec_of(script: str):
@@ -51,20 +50,19 @@ def test_every_script_has_a_test_module_with_its_key_lines():
         assert spec.KEY_LINES and spec.BAD_RUN and spec.FLAG_RUN, script
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Every script's default run twice and its bad-input run, each in an empty folder with its
-    own TMPDIR, two at a time: most of a run is importing torch, and 2 cores do two at once."""
-    def run(script, kind):
-        cwd, tmp = (tmp_path_factory.mktemp(f"{script}-{kind}{part}") for part in ("", "-tmp"))
-        args = SPEC[script].BAD_RUN[0] if kind == "bad" else []
-        result = run_script(script, *args, cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)})
-        return {"code": result.returncode, "out": result.stdout, "err": result.stderr,
-                "cwd": cwd, "tmp": tmp}
+def run(script: str, args: list[str]) -> dict:
+    """`python SCRIPT ARGS` in an empty folder with its own TMPDIR."""
+    cwd, tmp = scratch(script), scratch(f"{script}-tmp")
+    result = run_script(script, *args, cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)})
+    return {"code": result.returncode, "out": result.stdout, "err": result.stderr,
+            "cwd": cwd, "tmp": tmp}
 
-    keys = [(script, kind) for script in SPEC for kind in ("first", "second", "bad")]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(keys, pool.map(lambda key: run(*key), keys)))
+
+@early()
+def runs():
+    """Every script's default run, and its bad-input run."""
+    return {(script, kind): submit(run, script, SPEC[script].BAD_RUN[0] if kind == "bad" else [])
+            for script in SPEC for kind in ("default", "bad")}
 
 
 def assert_left_nothing(run) -> None:
@@ -74,47 +72,44 @@ def assert_left_nothing(run) -> None:
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_default_run_prints_its_sections_in_order_repeatably_and_leaves_nothing(script, runs):
-    first, second = runs[script, "first"], runs[script, "second"]
-    for run in (first, second):
-        assert run["code"] == 0, run["err"]
-        assert run["err"] == ""  # no warnings: deprecations are errors here
-        assert_left_nothing(run)
-    in_order(SPEC[script].KEY_LINES, first["out"].splitlines())
-    assert stable_lines(first["out"]) == stable_lines(second["out"])
+def test_default_run_prints_its_sections_in_order_and_leaves_nothing(script, runs):
+    run = runs[script, "default"].result()
+    assert run["code"] == 0, run["err"]
+    assert run["err"] == ""  # no warnings: deprecations are errors here
+    assert_left_nothing(run)
+    in_order(SPEC[script].KEY_LINES, run["out"].splitlines())
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bad_input_is_argparses_error_and_exit_2(script, runs):
-    run, message = runs[script, "bad"], SPEC[script].BAD_RUN[1]
+    run, message = runs[script, "bad"].result(), SPEC[script].BAD_RUN[1]
     assert (run["code"], run["out"]) == (2, ""), run["err"]
     assert run["err"].startswith("usage: ") and "Traceback" not in run["err"]
     assert run["err"].rstrip("\n").splitlines()[-1] == f"{script}: error: {message}"
     assert_left_nothing(run)
 
 
-def test_importing_a_script_prints_and_writes_nothing(tmp_path):
+def import_all() -> subprocess.CompletedProcess:
     code = ("import importlib.util, sys\n"
             "for path in sys.argv[1:]:\n"
             "    spec = importlib.util.spec_from_file_location('m', path)\n"
             "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n")
+    cwd = scratch("import")
     result = subprocess.run([sys.executable, "-c", code, *(str(ROOT / s) for s in SCRIPTS)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                            cwd=cwd, capture_output=True, text=True, timeout=300)
+    return result, cwd
+
+
+@early()
+def imported():
+    return submit(import_all)
+
+
+def test_importing_a_script_prints_and_writes_nothing(imported):
+    result, cwd = imported.result()
     assert result.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == ("", "")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_ctrl_c_outside_training_is_one_line_and_no_traceback(tmp_path):
-    """01 is interrupted in the middle of its lesson (after its first line). Python ends a
-    program that a Ctrl-C stopped by SIGINT itself, which a shell reports as status 130."""
-    process = start_script("01_model.py", cwd=tmp_path)
-    assert process.stdout.readline().startswith("device: ")
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode in (130, -signal.SIGINT), err
-    assert err == "interrupted\n"
-    assert list(tmp_path.iterdir()) == []
+    assert list(cwd.iterdir()) == []
 
 
 def notebook_tools():
@@ -131,36 +126,71 @@ def notebook_tools():
     return jupytext, nbclient
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_notebook_starts_with_a_title_and_prints_under_each_section(script, tmp_path):
+def run_notebooks() -> dict:
+    """All six scripts as notebooks, cell by cell, in one kernel (one `import torch`), with
+    `%reset -f` between them so that none sees another's variables. VS Code's Interactive
+    Window sets __file__ while sys.argv is the kernel's; each notebook does too here: its flags
+    must still come only from `python` or `%run`, so a notebook gets the defaults."""
     jupytext, nbclient = notebook_tools()
-    notebook = jupytext.read(ROOT / script)  # the "# %%" cells become notebook cells
-    title = notebook.cells[0]
-    assert title.cell_type == "markdown" and title.source.startswith(f"# {script[:2]} - ")
-    # VS Code's Interactive Window sets __file__ while sys.argv is the kernel's: flags must
-    # still come only from `python` or `%run`, so a notebook gets the defaults.
-    notebook.cells.insert(1, jupytext.reads(f"__file__ = {str(ROOT / script)!r}", "py").cells[0])
-    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    notebook, where = jupytext.reads("", "py"), {}
+    for script in SCRIPTS:
+        cells = jupytext.read(ROOT / script).cells
+        setup = jupytext.reads(f"%reset -f\n__spec__ = None  # as in a new kernel; reset drops it"
+                               f"\n__file__ = {str(ROOT / script)!r}", "py").cells
+        start = len(notebook.cells) + len(setup)
+        notebook.cells += setup + cells
+        where[script] = (start, len(notebook.cells))
+    cwd = scratch("notebooks")
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(cwd)}}).execute()
+    return {script: notebook.cells[a:b] for script, (a, b) in where.items()}, cwd
+
+
+@early(first=True)
+def notebooks():
+    return submit(run_notebooks)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_notebook_starts_with_a_title_and_prints_under_each_section(script, notebooks, runs):
+    cells, cwd = notebooks.result()
+    cells = cells[script]
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith(f"# {script[:2]} - ")
+    outputs = [out for cell in cells for out in cell.get("outputs", [])]
+    errors = [out for out in outputs if out.get("output_type") == "error"]
+    assert not errors, errors[0].get("traceback", [])[-1:]
+    assert not [out for out in outputs if out.get("name") == "stderr"]
     printed = ["".join(out.get("text", "") for out in cell.get("outputs", [])
-                       if out.get("name") == "stdout") for cell in notebook.cells]
-    assert not any(out.get("output_type") == "error" or out.get("name") == "stderr"
-                   for cell in notebook.cells for out in cell.get("outputs", []))
+                       if out.get("name") == "stdout") for cell in cells]
     assert sum(bool(text) for text in printed) >= 3  # output under the sections, not at the end
-    key_lines = getattr(SPEC[script], "NOTEBOOK_KEY_LINES", SPEC[script].KEY_LINES)
-    in_order(key_lines, "".join(printed).splitlines())
-    assert list(tmp_path.iterdir()) == []
+    spec = SPEC[script]
+    in_order(getattr(spec, "NOTEBOOK_KEY_LINES", spec.KEY_LINES), "".join(printed).splitlines())
+    if not hasattr(spec, "NOTEBOOK_KEY_LINES"):  # same seed, same lesson: the same lines
+        default_run = runs[script, "default"].result()["out"]
+        assert stable_lines("".join(printed)) == stable_lines(default_run)
+    assert list(cwd.iterdir()) == []
 
 
-def test_percent_run_in_ipython_honours_the_flags(tmp_path):
-    """`%run NN_name.py --flag` sets __file__ and sys.argv, so the flags reach parse_args."""
-    pytest.importorskip("IPython")
+def percent_run():
     lines = [f"%run {ROOT / script} {' '.join(SPEC[script].FLAG_RUN[0])}" for script in SPEC]
+    cwd = scratch("percent-run")
     result = subprocess.run([sys.executable, "-m", "IPython", "--quick", "--no-banner",
-                             "--colors=nocolor", "-c", "\n".join(lines)], cwd=tmp_path,
-                            env=one_thread(), capture_output=True, text=True, timeout=180)
+                             "--colors=nocolor", "-c", "\n".join(lines)], cwd=cwd,
+                            env=one_thread(), capture_output=True, text=True, timeout=300)
+    return result, cwd
+
+
+@early()
+def percent_runs():
+    return submit(percent_run)
+
+
+def test_percent_run_in_ipython_honours_the_flags(percent_runs):
+    """`%run NN_name.py --flag` sets sys.argv, so the flags reach parse_args."""
+    pytest.importorskip("IPython")
+    result, cwd = percent_runs.result()
     assert result.returncode == 0, result.stdout + result.stderr
     for script in SPEC:
         pattern = SPEC[script].FLAG_RUN[1]
         assert re.search(pattern, result.stdout, re.MULTILINE), (script, pattern)
-    assert list(tmp_path.iterdir()) == []
+    assert list(cwd.iterdir()) == []
