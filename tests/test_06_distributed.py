@@ -53,7 +53,7 @@ def test_defaults_run_on_the_cpu_without_a_gpu(no_gpu):
         torch.device("cpu"), 5, 32, 0.01, 0, None)
 
 
-@pytest.mark.parametrize("argv, message", [
+BAD_FLAGS = [  # argv, the start of the error message (test_scripts.py runs them)
     (["--epochs", "0"], "argument --epochs: must be in 1..100, got 0"),
     (["--epochs", "101"], "argument --epochs: must be in 1..100, got 101"),
     (["--batch-size", "0"], "argument --batch-size: must be in 1..512, got 0"),
@@ -63,14 +63,9 @@ def test_defaults_run_on_the_cpu_without_a_gpu(no_gpu):
     (["--lr", "nan"], "argument --lr: must be in 1e-05..1.0, got nan"),
     (["--lr", "inf"], "argument --lr: must be in 1e-05..1.0, got inf"),
     (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
-    (["--seed", "-1"], "argument --seed: must be in 0..4294967295, got -1"),
-    (["--seed", str(2**32)], f"argument --seed: must be in 0..4294967295, got {2**32}"),
     (["--device", "mps"], "argument --device: invalid choice: 'mps'"),
     (["--steps", "3"], "unrecognized arguments: --steps 3"),
-])
-def test_bad_flags_are_argparse_errors(argv, message, capsys):
-    assert parse_error(m, argv, capsys).startswith(message)
-
+]
 
 def test_cuda_without_a_gpu_is_refused(no_gpu, capsys):
     assert parse_error(m, ["--device", "cuda"], capsys) == (

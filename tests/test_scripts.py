@@ -5,6 +5,7 @@ its behaviour tests, in test_NN_name.py:
   KEY_LINES  regular expressions its default run prints, in this order (the order of its sections)
   BAD_RUN    (argv, text): one bad input, run end to end: exit 2, argparse's error naming it
   FLAG_RUN   (argv, regex): a flag that changes a printed line, for the %run test
+  BAD_FLAGS  [(argv, message start), ...]: bad input that parse_args must refuse as argparse does
   NOTEBOOK_KEY_LINES (optional) what a notebook run prints, where it differs from KEY_LINES
 """
 import importlib
@@ -15,8 +16,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import ROOT, SCRIPTS, early, one_thread, run_script, scratch, submit
+from conftest import (
+    ROOT,
+    SCRIPTS,
+    early,
+    load_script,
+    one_thread,
+    parse_error,
+    run_script,
+    scratch,
+    submit,
+)
 
 
 def spec_of(script: str):
@@ -56,6 +68,34 @@ def run(script: str, args: list[str]) -> dict:
     result = run_script(script, *args, cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)})
     return {"code": result.returncode, "out": result.stdout, "err": result.stderr,
             "cwd": cwd, "tmp": tmp}
+
+
+BAD_FLAGS = [(script, argv, message) for script in SPEC for argv, message in SPEC[script].BAD_FLAGS]
+SEEDS = [(script, seed) for script in SCRIPTS for seed in ("-1", str(2**32), "1.5")]
+
+
+@pytest.mark.parametrize("script, argv, message", BAD_FLAGS)
+def test_bad_flags_are_argparse_errors(script, argv, message, capsys):
+    assert parse_error(load_script(script), argv, capsys).startswith(message)
+
+
+@pytest.mark.parametrize("script, seed", SEEDS)
+def test_a_seed_is_what_torch_and_numpy_accept(script, seed, capsys):
+    """Every script's --seed is an integer in 0..2**32-1: torch.manual_seed, torch.Generator and
+    numpy's default_rng all take it (a negative seed or one of 2**64 crashed numpy or torch)."""
+    message = parse_error(load_script(script), ["--seed", seed], capsys)
+    assert message in (f"argument --seed: must be in 0..4294967295, got {seed}",
+                       f"argument --seed: invalid integer value: '{seed}'",
+                       f"argument --seed: invalid int value: '{seed}'")
+    assert load_script(script).parse_args(["--seed", str(2**32 - 1)]).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("script", ["01_model.py", "04_dataloader.py", "05_lstm.py"])
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_a_device_that_is_not_there_is_named(script, device, monkeypatch, capsys):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert parse_error(load_script(script), ["--device", device], capsys) == (
+        f"--device {device}: not available on this machine")
 
 
 @early()
