@@ -123,10 +123,11 @@ def parse_error(module, argv: list[str], capsys) -> str:
     return last.split(": error: ", 1)[1]
 
 
-def run_in_process(script: str, argv: list[str], monkeypatch, cwd: Path) -> None:
-    """The script as `python SCRIPT ARGV` would run it, but in this process: no second
+def run_in_process(script: str, argv: list[str], monkeypatch, cwd: Path | None = None) -> None:
+    """The script as `python SCRIPT ARGV` would run it (in cwd), but in this process: no second
     `import torch`. Prints go to capsys."""
-    monkeypatch.chdir(cwd)
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", [script, *argv])
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the script replaces it
     runpy.run_path(str(ROOT / script), run_name="__main__")

@@ -3,8 +3,6 @@ the before/after picture and which transforms survive pickling."""
 import functools
 import pickle
 import re
-import runpy
-import sys
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from conftest import ROOT, load_script, parse_error
+from conftest import load_script, parse_error, run_in_process
 
 m = load_script("03_transforms.py")
 
@@ -144,16 +142,9 @@ def test_a_closure_works_where_nothing_is_pickled():
     assert batch["image"].shape == (4, 3, 8, 8) and batch["label"].tolist() == [0, 1, 0, 1]
 
 
-def run_demo(argv, tmp_path, monkeypatch):
-    """The script as `python 03_transforms.py ARGV` would run it, in this process (fast)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["03_transforms.py", *argv])
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the script replaces it
-    runpy.run_path(str(ROOT / "03_transforms.py"), run_name="__main__")
-
-
 def test_save_grid_writes_one_png_of_the_grids_size(tmp_path, monkeypatch, capsys):
-    run_demo(["--image-size", "16", "--save-grid", "grid.png"], tmp_path, monkeypatch)
+    argv = ["--image-size", "16", "--save-grid", "grid.png"]
+    run_in_process("03_transforms.py", argv, monkeypatch, tmp_path)
     assert "wrote grid.png" in capsys.readouterr().out.splitlines()
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
     with Image.open(tmp_path / "grid.png") as picture:
@@ -161,7 +152,7 @@ def test_save_grid_writes_one_png_of_the_grids_size(tmp_path, monkeypatch, capsy
 
 
 def test_without_save_grid_no_file_is_written(tmp_path, monkeypatch, capsys):
-    run_demo([], tmp_path, monkeypatch)
+    run_in_process("03_transforms.py", [], monkeypatch, tmp_path)
     assert "wrote" not in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
 

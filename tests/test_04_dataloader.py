@@ -4,7 +4,6 @@ import functools
 import multiprocessing
 import pickle
 import re
-import runpy
 import signal
 import sys
 import time
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from conftest import ROOT, early, load_script, scratch, start_script, submit
+from conftest import ROOT, early, load_script, run_in_process, scratch, start_script, submit
 
 m = load_script("04_dataloader.py")
 needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
@@ -271,16 +270,8 @@ def test_spawn_workers_receive_a_partial_and_a_class_instance(spawned):
     assert len(set(shifts)) == 4
 
 
-def run_demo(argv, tmp_path, monkeypatch):
-    """The script as `python 04_dataloader.py ARGV` would run it, in this process (fast)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["04_dataloader.py", *argv])
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the script replaces it
-    runpy.run_path(str(ROOT / "04_dataloader.py"), run_name="__main__")
-
-
 def test_without_workers_every_lesson_runs_in_the_main_process(tmp_path, monkeypatch, capsys):
-    run_demo(["--num-workers", "0"], tmp_path, monkeypatch)
+    run_in_process("04_dataloader.py", ["--num-workers", "0"], monkeypatch, tmp_path)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("| loading in the main process")
     for pattern in [r"^loading in the main process, 2 epochs: every sample once per epoch: True, "
@@ -293,8 +284,8 @@ def test_without_workers_every_lesson_runs_in_the_main_process(tmp_path, monkeyp
 
 @needs_fork
 def test_the_smallest_data_set_runs_every_lesson(tmp_path, monkeypatch, capsys):
-    run_demo(["--num-samples", "1", "--batch-size", "1", "--epochs", "1",
-              "--multiprocessing-context", "fork"], tmp_path, monkeypatch)
+    run_in_process("04_dataloader.py", ["--num-samples", "1", "--batch-size", "1", "--epochs", "1",
+              "--multiprocessing-context", "fork"], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     assert "one epoch: 1 batches, every sample once: True" in out
     assert "validation | loss" in out and "nan" not in out

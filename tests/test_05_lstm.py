@@ -3,16 +3,22 @@ carried state and detach(), clipping, generation, Ctrl-C and bad input."""
 import math
 import os
 import re
-import runpy
 import signal
-import sys
 import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import early, load_script, parse_error, scratch, start_script, submit
+from conftest import (
+    early,
+    load_script,
+    parse_error,
+    run_in_process,
+    scratch,
+    start_script,
+    submit,
+)
 
 m = load_script("05_lstm.py")
 TOKENS, TARGET = torch.tensor([3, 1, 2]), torch.tensor([1, 2, 3])
@@ -219,19 +225,17 @@ def test_sampling_is_reproduced_by_its_generator_and_greedy_needs_none():
     assert m.generate(model, prompt, 30) == m.generate(model, prompt, 30)
 
 
-def run_in_process(argv, capsys, monkeypatch) -> list[str]:
+def lesson_lines(argv, capsys, monkeypatch) -> list[str]:
     """The script as `python 05_lstm.py ARGV`, in this process (torch is imported already)."""
-    monkeypatch.setattr(sys, "argv", [m.__file__, *argv])
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the script sets its own
-    runpy.run_path(m.__file__, run_name="__main__")
+    run_in_process("05_lstm.py", argv, monkeypatch)
     return [line for line in capsys.readouterr().out.splitlines() if "tokens/s" not in line]
 
 
 def test_same_seed_prints_the_same_another_seed_does_not(capsys, monkeypatch):
     argv = ["--steps", "10", "--temperature", "1.0", "--sample-len", "40", "--seed"]
-    first = run_in_process([*argv, "3"], capsys, monkeypatch)
-    assert run_in_process([*argv, "3"], capsys, monkeypatch) == first
-    assert run_in_process([*argv, "4"], capsys, monkeypatch) != first
+    first = lesson_lines([*argv, "3"], capsys, monkeypatch)
+    assert lesson_lines([*argv, "3"], capsys, monkeypatch) == first
+    assert lesson_lines([*argv, "4"], capsys, monkeypatch) != first
 
 
 def english_prose() -> str:
@@ -244,7 +248,7 @@ def english_prose() -> str:
 def test_english_prose_is_held_out_and_beats_the_unigram_baseline(tmp_path, capsys, monkeypatch):
     path = tmp_path / "prose.txt"
     path.write_text(english_prose(), encoding="utf-8")
-    lines = run_in_process(["--text-file", str(path), "--prompt", "The "], capsys, monkeypatch)
+    lines = lesson_lines(["--text-file", str(path), "--prompt", "The "], capsys, monkeypatch)
     assert any(line.startswith("held out: the last ") for line in lines)
     tail = next(line for line in lines if line.startswith("held-out tail: "))
     loss, baseline = map(float, re.match(r"held-out tail: loss (\S+) \(unigram baseline (\S+)\)",

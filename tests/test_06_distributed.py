@@ -3,7 +3,6 @@ global batch, all_reduce'd evaluation, snapshots; run as a world of one and unde
 import json
 import os
 import re
-import runpy
 import signal
 import subprocess
 import sys
@@ -16,7 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import ROOT, early, load_script, one_thread, parse_error, scratch, submit
+from conftest import (
+    ROOT,
+    early,
+    load_script,
+    one_thread,
+    parse_error,
+    run_in_process,
+    scratch,
+    submit,
+)
 
 m = load_script("06_distributed.py")
 
@@ -218,9 +226,7 @@ def test_a_write_cut_short_leaves_the_last_snapshot_whole(world_of_one, tmp_path
 def run_lesson(monkeypatch, capsys, *argv: str) -> str:
     """Runs the script as __main__ here (no torch import to wait for): what it prints."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(sys, "argv", ["06_distributed.py", *argv])
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the script replaces it
-    runpy.run_path(str(ROOT / "06_distributed.py"), run_name="__main__")
+    run_in_process("06_distributed.py", list(argv), monkeypatch)
     assert not torch.distributed.is_initialized()  # destroy_process_group ran
     return capsys.readouterr().out
 
