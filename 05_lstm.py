@@ -33,7 +33,7 @@ def number_in(kind: type, lo, hi):
 
 
 def read_text(path: Path, max_bytes: int = 10_000_000) -> str:
-    if not path.is_file():  # asked of the file system: reading a FIFO or a device never ends
+    if not path.is_file():  # checked before opening: opening a FIFO would wait forever
         raise ValueError("not a regular file" if path.exists() else "no such file")
     with path.open("rb") as f:
         raw = f.read(max_bytes + 1)
@@ -189,8 +189,9 @@ if __name__ == "__main__":
 # layer scores every character, `log_softmax` makes the scores log-probabilities for `nll_loss`.
 # Given no state, `nn.LSTM` starts from zeros on the input's device and dtype: nothing to set up.
 # It returns `out`, the last layer's hidden state at every step, and `(h_n, c_n)`, every layer's
-# state after the last step: `out[-1]` is `h_n[-1]`. So reading a text one character at a time,
-# carrying the state, gives what reading it whole does, which is how generation works below.
+# state after the last step: `out[-1]` is `h_n[-1]`, the state that the next step starts from.
+# Feeding that state back in, a text read one character at a time gives what reading it whole
+# gives: each step depends only on the input and the state before it. Generation works so.
 
 # %%
 class CharLSTM(nn.Module):
@@ -217,12 +218,12 @@ def decode(ids, vocab: list[str]) -> str:
 if __name__ == "__main__":
     vocab = sorted(set(args.text))
     data = encode(args.text, vocab)  # (N,)
-    model = CharLSTM(len(vocab), args.hidden_size).to(device)  # made on the CPU: same anywhere
+    model = CharLSTM(len(vocab), args.hidden_size).to(device)  # initial weights from the CPU
     print(f"text: {len(data):,} characters, vocabulary {len(vocab)}")
     x = data[:8].unsqueeze(1).to(device)  # (T=8, B=1)
-    with torch.no_grad():
+    with torch.no_grad():  # no graph: like inference_mode, but its tensors can enter autograd
         log_probs, (h_n, c_n) = model(x)
-        out, _ = model.lstm(F.one_hot(x, len(vocab)).float())
+        out, _ = model.lstm(F.one_hot(x, len(vocab)).float())  # forward() returns no `out`
         state = None
         for t in range(len(x)):  # one character at a time, the state carried
             last, state = model(x[t : t + 1], state)
@@ -257,10 +258,10 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Training on random windows, with clipped gradients
 # Each step takes `batch_size` windows of `seq_len` characters at random places, each from a zero
-# state. This is the script's way by default: the batches are independent samples, any text one
-# window long will do (the rhyme is too short to cut into 32 long pieces, as the next section
-# does), and each window starts as evaluation and generation start, from zeros. The price: the
-# model sees no context longer than `seq_len`.
+# state. This is the script's way by default: the batches are independent samples, and any text
+# one window long will do (the next section's way cuts the text into `batch_size` pieces, more
+# than the rhyme can give). The price: the model learns no context longer than `seq_len`, while
+# evaluation and generation below carry the state much further than that.
 #
 # Backpropagating through T steps multiplies by the recurrent weights T times, so one batch can
 # give a gradient orders of magnitude too large. `clip_grad_norm_` scales the whole gradient down
@@ -293,8 +294,8 @@ def train(model: nn.Module, data: torch.Tensor, steps: int, batch_size: int, seq
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         model.train()
         while done < steps:
-            x, y = random_windows(data, seq_len, batch_size, generator)  # on the CPU: the same
-            loss, _ = train_step(model, optimizer, x.to(device), y.to(device))  # on any device
+            x, y = random_windows(data, seq_len, batch_size, generator)  # drawn on the CPU:
+            loss, _ = train_step(model, optimizer, x.to(device), y.to(device))  # same windows
             done += 1
             if done % log_every == 0 or done == steps:  # .item() waits for the GPU
                 print(f"step {done:5d} | loss {loss.item():.4f}", flush=True)
@@ -322,7 +323,7 @@ if __name__ == "__main__":
 # before, whose buffers `backward()` has freed, so the next `backward()` fails. `retain_graph=True`,
 # the usual wrong fix, trades that for another error (the optimizer has changed the weights the old
 # graph saved) and would backpropagate through every batch so far. `detach()` keeps the values and
-# cuts the history. Below, three steps on a fresh model: 2 pieces, 8 characters at a time.
+# cuts the history. Below, a fresh model each time: 2 pieces, 8 characters at a time.
 
 # %%
 def consecutive_windows(data: torch.Tensor, seq_len: int, batch_size: int):
@@ -346,15 +347,15 @@ def train_carried(model: nn.Module, optimizer: torch.optim.Optimizer, data: torc
 
 
 if __name__ == "__main__":
-    fresh = CharLSTM(len(vocab), args.hidden_size).to(device)
-    optimizer = torch.optim.Adam(fresh.parameters(), lr=args.lr)
-    try:
-        train_carried(fresh, optimizer, train_data, seq_len=8, batch_size=2, steps=3, detach=False)
-    except RuntimeError as e:
-        print(f"state carried without detach(): RuntimeError: {str(e).split(' (')[0]}")
-    losses = train_carried(fresh, optimizer, train_data, seq_len=8, batch_size=2, steps=3)
-    print(f"with detach(): {len(losses)} steps run, losses "
-          f"{', '.join(f'{loss:.2f}' for loss in losses)}")
+    for detach in (False, True):
+        fresh = CharLSTM(len(vocab), args.hidden_size).to(device)
+        optimizer = torch.optim.Adam(fresh.parameters(), lr=args.lr)
+        try:
+            losses = train_carried(fresh, optimizer, train_data, 8, 2, steps=3, detach=detach)
+            print(f"with detach(): {len(losses)} steps run, losses "
+                  f"{', '.join(f'{loss:.2f}' for loss in losses)}")
+        except RuntimeError as e:
+            print(f"state carried without detach(): RuntimeError: {str(e).split(' (')[0]}")
 
 # %% [markdown]
 # ## Evaluation, in chunks, against a baseline
@@ -414,7 +415,8 @@ def generate(model: nn.Module, prompt: torch.Tensor, length: int,
         last = log_probs[-1, 0]  # (V,)
         if temperature is None:
             next_id = int(last.argmax())
-        else:  # sampled on the CPU with a CPU generator: the same draws on any device
+        else:  # drawn with a CPU generator: the same random numbers on any device (the text
+            # can still differ, as the probabilities come from the model on that device)
             probs = torch.softmax(last.double().cpu() / temperature, dim=-1)
             next_id = int(torch.multinomial(probs, 1, generator=generator))
         out.append(next_id)
@@ -426,5 +428,5 @@ if __name__ == "__main__":
     sample = generate(model, encode(args.prompt, vocab), args.sample_len, args.temperature,
                       generator)
     print(f"generated from {args.prompt!r}:\n{args.prompt}{decode(sample, vocab)}")
-    print(f"scored on the {name}:")
+    print(f"in short, on the {name}:")
     print(f"loss={loss:.4f} accuracy={100 * accuracy:.1f}%")

@@ -82,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 p.grad = torch.zeros_like(p)
             optimizer.step()  # optimizer state of the wrong shape fails here, not mid-training
         except Exception as e:  # torch.load and load_state_dict raise many kinds
-            parser.error(f"--snapshot {path}: not a snapshot of this script "
-                         f"({type(e).__name__})")
+            parser.error(f"--snapshot {path}: not a snapshot of this script, a dict of model, "
+                         f"optimizer and epoch ({type(e).__name__})")
     return args
 
 
@@ -104,7 +104,8 @@ if __name__ == "__main__":  # demo code runs only when this file is run, never o
 # `LOCAL_RANK` on its machine (which GPU) and the `WORLD_SIZE`; `init_process_group` reads them
 # and meets the others. The backend moves the tensors: `nccl` between GPUs, `gloo` on the CPU.
 # Under plain `python` this script makes a world of one, so the same code runs. A collective
-# (`all_gather`, `all_reduce`) is called by every rank and returns once all have called it.
+# (`all_gather`, `all_reduce`, `barrier`) must be called by every rank, in the same order: a rank
+# that skips one (an `if rank == 0:` around `evaluate` below, say) leaves the others waiting.
 
 # %%
 def init_distributed(device: torch.device) -> tuple[int, int]:
@@ -113,6 +114,7 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
         torch.cuda.set_device(gpu)  # this rank's GPU, before nccl uses "the current" one
     if not dist.is_initialized():  # it is on a second run in the same notebook kernel
         if "RANK" in os.environ:  # env://: torchrun's RANK, WORLD_SIZE, MASTER_ADDR, ...
+            # (another launcher, srun or mpirun, must set these too, or each process is alone)
             dist.init_process_group(backend, device_id=gpu)
         else:  # a world of one: the group's key-value store in this process, no port
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
@@ -178,10 +180,10 @@ if __name__ == "__main__":
     for epoch in range(2):
         sampler.set_epoch(epoch)
         starts.append(list(sampler)[:4])
-    say(f"set_epoch(epoch): epoch 0 starts {starts[0]}, epoch 1 starts {starts[1]}")
+    say(f"rank 0 with set_epoch(epoch): epoch 0 starts {starts[0]}, epoch 1 starts {starts[1]}")
     forgot = DistributedSampler(train_set, seed=args.seed)  # set_epoch never called
     again = [list(forgot)[:4] for _ in range(2)]
-    say(f"no set_epoch:     epoch 0 starts {again[0]}, epoch 1 starts {again[1]}"
+    say(f"rank 0 without set_epoch:     epoch 0 starts {again[0]}, epoch 1 starts {again[1]}"
         + (" (the same order every epoch)" if again[0] == again[1] else ""))
 
 # %% [markdown]
@@ -190,7 +192,8 @@ if __name__ == "__main__":
 # the gradients and divides by the world size: every rank holds the mean gradient over the global
 # batch, takes the same step and keeps the same weights. The training loop is the one-process
 # loop. The proof: the DDP gradient equals the same model's gradient on all ranks' batches at
-# once, in one process.
+# once, in one process (exactly so when every rank's batch has the same size: DDP averages the
+# ranks' mean gradients).
 
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> None:
@@ -237,8 +240,8 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Evaluation: every rank scores its shard, `all_reduce` adds up
 # Each rank sums the loss and counts the samples of its shard; all-reducing both gives every rank
-# the loss over the whole validation set. Its 128 samples divide among the ranks; otherwise the
-# sampler repeats a few to even the shards, and those count twice.
+# the loss over the whole validation set. Where the world size does not divide its 128 samples,
+# the sampler repeats a few to even the shards, and those count twice.
 
 # %%
 @torch.inference_mode()
@@ -265,10 +268,10 @@ if __name__ == "__main__":
 # without DDP's `module.` prefix: a plain model loads them), the optimizer's state (Adam's
 # running averages) and the epoch, to a temporary name that it then renames: a process killed
 # mid-write leaves the last snapshot whole. At start every rank loads it (`load_snapshot`, in the
-# first cell, where `parse_args` tries it) and goes on at the next epoch. That is what lets
-# `torchrun --max-restarts 3` restart all processes after one dies. (A restart can find the last
-# attempt's addresses in torchrun's store and fail to connect, pytorch issue 167288, seen on torch
-# 2.14; `TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ...` gives each attempt its own store.)
+# first cell, where `parse_args` tries it) and goes on at the next epoch. `torchrun
+# --max-restarts 3` restarts all processes after one dies; the snapshot is what makes them resume
+# rather than start over. Across machines, the path must be on a file system that all of them
+# share: a rank that finds no snapshot starts at epoch 1 while the others resume, and they hang.
 
 # %%
 def save_snapshot(path: Path, model: DDP, optimizer: torch.optim.Optimizer, epoch: int) -> None:

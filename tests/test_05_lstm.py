@@ -42,7 +42,7 @@ KEY_LINES = [r"^device: (cpu|cuda|mps)$",
              r"^with detach\(\): 3 steps run, losses \d\.\d\d, \d\.\d\d, \d\.\d\d$",
              r"^training text: loss 0\.0\d+ \(unigram baseline 2\.9976\), accuracy 100\.0%$",
              r"^generated from 'T':$", *(f"^{line}$" for line in m.TEXT.splitlines()),
-             r"^scored on the training text:$", r"^loss=0\.0\d+ accuracy=100\.0%$"]
+             r"^in short, on the training text:$", r"^loss=0\.0\d+ accuracy=100\.0%$"]
 BAD_RUN = (["--lr", "inf"], "argument --lr: must be in 1e-05..1, got inf")
 FLAG_RUN = (["--hidden-size", "32", "--steps", "5"], r"h_n and c_n \(1, 1, 32\)$")
 
@@ -254,7 +254,7 @@ def test_english_prose_is_held_out_and_beats_the_unigram_baseline(tmp_path, caps
     loss, baseline = map(float, re.match(r"held-out tail: loss (\S+) \(unigram baseline (\S+)\)",
                                          tail).groups())
     assert loss < baseline - 0.8, tail
-    assert lines[-2] == "scored on the held-out tail:" and lines[-1].startswith(f"loss={loss}")
+    assert lines[-2] == "in short, on the held-out tail:" and lines[-1].startswith(f"loss={loss}")
 
 
 def interrupt_training() -> tuple:

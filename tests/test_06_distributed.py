@@ -33,8 +33,9 @@ KEY_LINES = [r"^\[rank 0\] local rank 0, device (cpu|cuda:0)$",
              r"^all_gather\(rank\) -> \[0\], all_reduce\(rank \+ 1\) -> 1$",
              r"^\[rank 0\] shard: 512 of 512 samples, first \[\d+(, \d+){5}\]$",
              r"^all shards: 512 indices, 512 distinct, of 512 samples$",
-             r"^set_epoch\(epoch\): epoch 0 starts \[[\d, ]+\], epoch 1 starts \[[\d, ]+\]$",
-             r"^no set_epoch: +epoch 0 starts .* \(the same order every epoch\)$",
+             r"^rank 0 with set_epoch\(epoch\): epoch 0 starts \[[\d, ]+\], "
+             r"epoch 1 starts \[[\d, ]+\]$",
+             r"^rank 0 without set_epoch: +epoch 0 starts .* \(the same order every epoch\)$",
              r"^DDP gradient == gradient of the global batch \(32 samples\) in one process, "
              r"on all 1 ranks: True$",
              r"^global batch: 32 per rank x world size 1 = 32 samples a step, 16 steps an epoch",
@@ -142,7 +143,8 @@ def test_a_snapshot_that_is_not_ours_is_refused_before_joining(kind, error, tmp_
                                                                 capsys):
     path = make_bad(kind, tmp_path / "s.pt")
     assert parse_error(m, ["--snapshot", str(path)], capsys) == (
-        f"--snapshot {path}: not a snapshot of this script ({error})")
+        f"--snapshot {path}: not a snapshot of this script, a dict of model, optimizer and "
+        f"epoch ({error})")
 
 
 def test_a_snapshot_path_that_cannot_be_a_file_is_refused(tmp_path, no_gpu, capsys):
