@@ -28,7 +28,8 @@ def int_in(lo: int, hi: int):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="A Dataset over a folder of .npy files.")
+    parser = argparse.ArgumentParser(description="A Dataset over a folder of .npy files.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--root", type=Path,
                         help="a folder with index.csv and .npy files; none: an example folder")
     parser.add_argument("--num-samples", type=int_in(2, 10_000), default=10, help="2..10000")

@@ -29,7 +29,8 @@ def int_in(lo: int, hi: int):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Transforms: from a sample to a sample.")
+    parser = argparse.ArgumentParser(description="Transforms: from a sample to a sample.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0..2**32-1")
     parser.add_argument("--image-size", type=int_in(8, 512), default=64, help="8..512")
     parser.add_argument("--save-grid", type=Path, metavar="PATH",

@@ -40,7 +40,8 @@ def int_in(lo: int, hi: int):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="DataLoader: batches for a training loop.")
+    parser = argparse.ArgumentParser(description="DataLoader: batches for a training loop.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="auto: the available accelerator, else the CPU")
     parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0..2**32-1")

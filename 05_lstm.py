@@ -46,7 +46,8 @@ def read_text(path: Path, max_bytes: int = 10_000_000) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="An LSTM that predicts the next character.")
+    parser = argparse.ArgumentParser(description="An LSTM that predicts the next character.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="auto: the available accelerator, else the CPU")
     parser.add_argument("--text-file", type=Path, help="UTF-8, up to 10 MB; default: a rhyme")

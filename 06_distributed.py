@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 def number_in(kind: type, lo, hi):
     """An argparse type: a number of the given kind (int or float) from lo to hi."""
     def number(text: str):
-        value = kind(text)  # not a number: argparse says "invalid int value" ("float")
+        value = kind(text)  # not a number: argparse says "invalid integer/number value"
         if not lo <= value <= hi:  # nan compares false: refused too
             raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
         return value
-    number.__name__ = kind.__name__
+    number.__name__ = "integer" if kind is int else "number"
     return number
 
 
@@ -46,7 +46,8 @@ def load_snapshot(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="DistributedDataParallel under torchrun.")
+    parser = argparse.ArgumentParser(description="DistributedDataParallel under torchrun.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto: CUDA if there is a GPU, else the CPU")
     parser.add_argument("--epochs", type=number_in(int, 1, 100), default=5, help="1..100")

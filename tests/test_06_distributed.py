@@ -67,11 +67,11 @@ BAD_FLAGS = [  # argv, the start of the error message (test_scripts.py runs them
     (["--epochs", "101"], "argument --epochs: must be in 1..100, got 101"),
     (["--batch-size", "0"], "argument --batch-size: must be in 1..512, got 0"),
     (["--batch-size", "513"], "argument --batch-size: must be in 1..512, got 513"),
-    (["--batch-size", "1e3"], "argument --batch-size: invalid int value: '1e3'"),
+    (["--batch-size", "1e3"], "argument --batch-size: invalid integer value: '1e3'"),
     (["--lr", "0"], "argument --lr: must be in 1e-05..1.0, got 0.0"),
     (["--lr", "nan"], "argument --lr: must be in 1e-05..1.0, got nan"),
     (["--lr", "inf"], "argument --lr: must be in 1e-05..1.0, got inf"),
-    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--lr", "fast"], "argument --lr: invalid number value: 'fast'"),
     (["--device", "mps"], "argument --device: invalid choice: 'mps'"),
     (["--steps", "3"], "unrecognized arguments: --steps 3"),
 ]
