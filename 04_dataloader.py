@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 04 - DataLoader: batches from a Dataset, as a training loop consumes them
 # A DataLoader shuffles a Dataset, collates its samples into batches and can load them in worker
-# processes. The basic loop first, then a real training epoch, then the options one at a time.
-# Run: `python 04_dataloader.py` (try `--num-workers 2 --multiprocessing-context spawn`, `--help`)
+# processes. The basic loop first, then a real training epoch, then its options and workers.
+# Run: `python 04_dataloader.py` (try `--multiprocessing-context spawn`, `--help`)
 
 # %%
 import argparse
@@ -50,9 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int_in(1, 20), default=3, help="1..20")
     parser.add_argument("--num-workers", type=int_in(0, 8), default=2,
                         help="0..8; 0: load in the main process")
-    parser.add_argument("--multiprocessing-context",
-                        choices=multiprocessing.get_all_start_methods(),
-                        help=f"how workers start (default: {multiprocessing.get_start_method()})")
+    parser.add_argument("--multiprocessing-context", default=multiprocessing.get_start_method(),
+                        choices=multiprocessing.get_all_start_methods(), help="how workers start")
     args = parser.parse_args(argv)
     # None where no accelerator is usable (without the check it can name cuda on a CPU machine)
     found = torch.accelerator.current_accelerator(check_available=True)
@@ -64,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-if __name__ == "__main__":  # demo code runs only when this file is run, never on import
+if __name__ == "__main__":  # demo code runs when this file is run, not on import, nor in the
+    # spawn and forkserver workers below, which import this file again
     # Flags come from `python 04_dataloader.py --x` or `%run 04_dataloader.py --x`; in a notebook,
     # the kernel's argv is not ours, so the defaults apply.
     ours = Path(sys.argv[0]).name == Path(globals().get("__file__", "")).name
@@ -74,18 +74,12 @@ if __name__ == "__main__":  # demo code runs only when this file is run, never o
         if not issubclass(kind, KeyboardInterrupt):
             return sys.__excepthook__(kind, *info)
         print("interrupted", file=sys.stderr)
-        if hasattr(signal, "SIGCHLD"):  # else torch calls the workers that exit stops "killed"
+        if hasattr(signal, "SIGCHLD"):  # else torch reports the workers Ctrl-C stopped as killed
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     sys.excepthook = excepthook
-    device, workers = args.device, args.num_workers
-    context = args.multiprocessing_context or multiprocessing.get_start_method()
+    device = args.device
     torch.manual_seed(args.seed)
-    if workers and context != "fork" and not ours:  # a notebook
-        print(f"in a notebook, {context} workers cannot import the classes defined in its cells: "
-              f"num_workers=0 here")
-        workers = 0
-    where = f"{workers} {context} workers" if workers else "the main process"
-    print(f"device: {device} | loading in {where}")
+    print(f"device: {device}")
 
 # %% [markdown]
 # ## The basic loop
@@ -127,8 +121,9 @@ if __name__ == "__main__":
 # %%
 if __name__ == "__main__":
     print(f"train_set[0]: {train_set[0]}")
-    print("last batch: " + ", ".join(f"{key} {tuple(value.shape)} {value.dtype}"
-                                     for key, value in batch.items()))
+    batch = next(iter(loader))
+    print("a batch: " + ", ".join(f"{key} {tuple(value.shape)} {value.dtype}"
+                                  for key, value in batch.items()))
 
 # %% [markdown]
 # ## One epoch of training, then evaluation
@@ -186,9 +181,9 @@ if __name__ == "__main__":
           f"accuracy {accuracy:.1%}")
 
 # %% [markdown]
-# ## The options, one at a time
-# `drop_last=True` drops a short last batch: a batch of one sample makes BatchNorm fail in
-# training. `generator=` gives the shuffle its own seeded generator; without it, the order comes
+# ## Options: `drop_last` and `generator`
+# `drop_last=True` drops a short last batch (a batch of one sample makes `BatchNorm1d` raise in
+# training). `generator=` gives the shuffle its own seeded generator; without it, the order comes
 # from torch's global one, and any other random draw (a new layer, dropout) shifts it.
 
 # %%
@@ -211,12 +206,16 @@ if __name__ == "__main__":
           f"{order == shuffled_order(train_set, args.batch_size, args.seed)}")
 
 # %% [markdown]
-# `num_workers=2` loads batches in two processes while the model trains. spawn and forkserver
-# (macOS, Windows, Linux from Python 3.14) start a fresh Python that imports this file again:
-# the `if __name__ == "__main__":` guards keep the lesson from running, and starting workers, in
-# each. That start costs seconds: `persistent_workers=True` keeps them for the next epoch.
-# `pin_memory=True` (only where a GPU is) lets `.to(device, non_blocking=True)` copy without
-# waiting. The order still comes from the sampler in this process: workers do not change it.
+# ## Workers
+# `num_workers=2` loads batches in two processes while the model trains. How they start: fork
+# (the default on Linux up to Python 3.13) copies this process; spawn (the default on macOS and
+# Windows) starts a fresh Python per worker that imports torch and this file again, which costs
+# seconds; forkserver (the default on Linux from Python 3.14) does that import once, in a server
+# that forks the workers. The `if __name__ == "__main__":` guards keep the lesson from running
+# in them. `persistent_workers=True` keeps workers for the next epoch instead of starting new
+# ones. `pin_memory=True` (only where a GPU is) lets `.to(device, non_blocking=True)` copy while
+# the CPU goes on. The order still comes from the sampler in this process (with the default
+# `in_order=True`, batches arrive in it too).
 
 # %%
 def add_noise(sample: dict, std: float) -> dict:
@@ -224,6 +223,12 @@ def add_noise(sample: dict, std: float) -> dict:
 
 
 if __name__ == "__main__":
+    workers, context = args.num_workers, args.multiprocessing_context
+    if workers and context != "fork" and not ours:  # a notebook
+        print(f"in a notebook, {context} workers cannot import the classes defined in its cells: "
+              f"num_workers=0 here")
+        workers = 0
+    where = f"{workers} {context} workers" if workers else "the main process"
     in_workers = {"num_workers": workers, "multiprocessing_context": context if workers else None}
     noisy_set = Points(args.num_samples, args.seed, functools.partial(add_noise, std=0.1))
     worker_loader = DataLoader(noisy_set, batch_size=args.batch_size, shuffle=True, **in_workers,
@@ -231,23 +236,20 @@ if __name__ == "__main__":
                                persistent_workers=workers > 0, pin_memory=device.type == "cuda")
     orders = [epoch_order(worker_loader) for epoch in range(2)]
     print(f"loading in {where}, 2 epochs: every sample once per epoch: "
-          f"{all(sorted(o) == list(range(len(noisy_set))) for o in orders)}, "
+          f"{all(sorted(o) == list(range(len(noisy_set))) for o in orders)}, "  # same seed, same n:
           f"epoch 1 in the order of the same seed without workers: {orders[0] == order}")
-    if worker_loader.pin_memory:
-        x = next(iter(worker_loader))["x"]
-        print(f"pinned: {x.is_pinned()}, copied to {x.to(device, non_blocking=True).device}")
     del worker_loader  # persistent workers end with their loader (at exit they would be killed)
 
 # %% [markdown]
 # A `collate_fn` replaces the default collation. Sequences of different lengths cannot be
 # stacked; pad them to the longest in the batch and keep the true lengths, which an RNN needs
-# (`nn.utils.rnn.pack_padded_sequence(tokens, lengths, enforce_sorted=False)`). A list of
-# samples is a Dataset too.
+# (`nn.utils.rnn.pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)`).
+# A plain list serves as the dataset here: DataLoader needs only `__getitem__` and `__len__`.
 
 # %%
 def pad_collate(batch: list[dict]) -> dict:
     tokens = [sample["tokens"] for sample in batch]
-    return {"tokens": pad_sequence(tokens),  # (T_max, B), zeros after each end
+    return {"tokens": pad_sequence(tokens, batch_first=True),  # (B, T_max), 0 after each end
             "lengths": torch.tensor([len(t) for t in tokens]),  # (B,)
             "label": torch.tensor([sample["label"] for sample in batch])}  # (B,)
 
@@ -259,15 +261,16 @@ if __name__ == "__main__":
     except RuntimeError as e:
         print(f"default collation: RuntimeError: {e}")
     padded = next(iter(DataLoader(sequences, batch_size=4, collate_fn=pad_collate)))
-    print(f"pad_collate: tokens (T_max, B) {tuple(padded['tokens'].shape)}, lengths "
-          f"{padded['lengths'].tolist()}, column 2: {padded['tokens'][:, 2].tolist()}")
+    print(f"pad_collate: tokens (B, T_max) {tuple(padded['tokens'].shape)}, lengths "
+          f"{padded['lengths'].tolist()}, row 0: {padded['tokens'][0].tolist()}")
 
 # %% [markdown]
 # ## What a worker receives
 # spawn and forkserver workers get the Dataset, its transform, `collate_fn` and `worker_init_fn`
-# pickled. pickle stores a function by its importable name: a class instance or a partial of a
-# module-level function gets through (the workers above received a partial), a closure or a
-# lambda fails before any worker starts. fork copies the memory: nothing is pickled there.
+# pickled. pickle stores a function or a class by its importable name, and an instance as its
+# class's name and its attributes: a class instance or a partial of a module-level function gets
+# through (the workers above received a partial); a closure, a lambda or an open file fails
+# before any worker starts. fork copies the memory: nothing is pickled there.
 
 # %%
 def make_add_noise(std: float):
@@ -280,9 +283,9 @@ def first_batch(dataset: Dataset, context: str) -> str:
     """One batch from one worker started with `context`, or the error that stopped it."""
     loader = DataLoader(dataset, batch_size=2, num_workers=1, multiprocessing_context=context)
     try:
-        with warnings.catch_warnings(record=True):  # torch adds a long hint to the error
+        with warnings.catch_warnings(record=True):  # torch also warns, with a long hint
             return f"works, x {tuple(next(iter(loader))['x'].shape)}"
-    except (AttributeError, pickle.PicklingError) as e:  # Python 3.14: PicklingError
+    except (AttributeError, TypeError, pickle.PicklingError) as e:  # 3.14: PicklingError
         return re.sub(r" at 0x\w+", "", f"fails: {type(e).__name__}: {e}")  # address varies
 
 
@@ -292,10 +295,11 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Randomness in workers
-# Each worker gets a copy of the transform, and a numpy `Generator` made in `__init__` is copied
-# state and all: every worker draws the same numbers. torch's generator has no such problem:
-# DataLoader seeds it in each worker with `base_seed + worker_id`, `base_seed` drawn from the
-# loader's generator. Reseed yours from that seed in `worker_init_fn`: distinct, and repeatable.
+# DataLoader reseeds the global generators in each worker (torch's with `base_seed + worker_id`,
+# `base_seed` drawn from the loader's generator each epoch; Python's `random` and `np.random`
+# too). But each worker gets a copy of the transform, and a numpy `Generator` made in `__init__`
+# is copied state and all: every worker, every epoch, draws the same numbers (below, the workers
+# take turns: w0, w1, w0, ...). Reseed it from the worker's seed in `worker_init_fn`.
 
 # %%
 class RandomShift:
@@ -326,7 +330,7 @@ if __name__ == "__main__":
         for init in (None, seed_worker):
             shifted = DataLoader(Points(3 * workers, args.seed, RandomShift(1.0, args.seed)),
                                  batch_size=1, worker_init_fn=init, **in_workers,
-                                 generator=torch.Generator().manual_seed(args.seed))
+                                 generator=torch.Generator().manual_seed(args.seed))  # base_seed
             print(f"worker_init_fn={init and init.__name__}: shifts in loading order "
                   f"{shifts(shifted)}")
 
@@ -351,24 +355,22 @@ class Stream(IterableDataset):
 
 if __name__ == "__main__":
     for split in (False, True):
-        items = [int(i) for i in DataLoader(Stream(8, split), batch_size=None, **in_workers)]
+        items = list(DataLoader(Stream(8, split), batch_size=None, **in_workers))  # unbatched
         print(f"Stream(8, split={split}) in {where}: {len(items)} items {sorted(items)}")
 
 # %% [markdown]
 # ## Sharding across processes: `DistributedSampler`
 # With one process per GPU, each trains on its own shard: rank r of `num_replicas` gets every
-# num_replicas-th index of a shuffled order. Here the ranks are passed by hand; under `torchrun`
-# they come from the process group. Call `sampler.set_epoch(epoch)` every epoch, or every epoch
-# repeats the first shuffle. A length that does not divide evenly is padded by repeating samples.
+# num_replicas-th index of a shuffled order, the same on every rank (same `seed`). It replaces
+# `shuffle=True`: `DataLoader(dataset, batch_size, sampler=sampler)`. Here the ranks are passed by
+# hand; under `torchrun` they come from the process group (06, which also shows why to call
+# `sampler.set_epoch(epoch)` every epoch). A length that does not divide evenly is padded by
+# repeating samples from the start of the order, so every rank gets as many batches.
 
 # %%
-def shards(n: int, num_replicas: int, seed: int, epoch: int = 0) -> list[list[int]]:
-    result = []
-    for rank in range(num_replicas):
-        sampler = DistributedSampler(range(n), num_replicas=num_replicas, rank=rank, seed=seed)
-        sampler.set_epoch(epoch)
-        result.append(list(sampler))
-    return result
+def shards(n: int, num_replicas: int, seed: int) -> list[list[int]]:
+    return [list(DistributedSampler(range(n), num_replicas=num_replicas, rank=rank, seed=seed))
+            for rank in range(num_replicas)]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import importlib.util
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,9 +105,15 @@ def run_script(name: str, *args: str, cwd: Path, env=None, timeout: float = 120)
 
 
 def start_script(name: str, *args: str, cwd: Path, env=None) -> subprocess.Popen:
-    """The same, started in the background: collect it with .communicate()."""
+    """The same, started in the background (in its own process group, as a terminal starts a
+    command): collect it with .communicate()."""
     return subprocess.Popen(command(name, *args), cwd=cwd, env=one_thread(env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def ctrl_c(process: subprocess.Popen) -> None:
+    """What Ctrl-C in a terminal does: SIGINT to the command and to the workers it started."""
+    os.killpg(process.pid, signal.SIGINT)
 
 
 def parse_error(module, argv: list[str], capsys) -> str:

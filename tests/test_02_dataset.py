@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import (
+    ctrl_c,
     early,
     load_script,
     parse_error,
@@ -211,7 +212,7 @@ def interrupt_after_first_line() -> tuple:
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
     process = start_script("02_dataset.py", "--num-samples", "3000", cwd=tmp, env=env)
     first = process.stdout.readline()
-    process.send_signal(signal.SIGINT)
+    ctrl_c(process)
     out, err = process.communicate(timeout=120)
     return process.returncode, first, err, tmp
 

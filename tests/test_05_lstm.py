@@ -3,7 +3,6 @@ carried state and detach(), clipping, generation, Ctrl-C and bad input."""
 import math
 import os
 import re
-import signal
 import time
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import (
+    ctrl_c,
     early,
     load_script,
     parse_error,
@@ -264,7 +264,7 @@ def interrupt_training() -> tuple:
         if line.startswith("training on random windows"):
             break
     time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
+    ctrl_c(process)
     out, err = process.communicate(timeout=120)
     return process.returncode, out, err, cwd
 
