@@ -166,7 +166,8 @@ if __name__ == "__main__":
 # ## Composing: `v2.Compose`, or three lines of Python
 # `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2 transforms take a
 # dict: they change the image in it and pass the label through. `ToImage` then
-# `ToDtype(float32, scale=True)` replace the deprecated `ToTensor` (and do what `to_float` does).
+# `ToDtype(float32, scale=True)` do what `to_float` does, and replace `ToTensor` (v1's is
+# superseded, v2's deprecated).
 # Crop and flip come before `ToDtype`: they are cheaper on uint8.
 
 # %%
@@ -203,7 +204,7 @@ if __name__ == "__main__":
 # %%
 def before_after(dataset: Dataset, transform, n: int) -> torch.Tensor:
     """n images above, the same n after `transform` below: one (3, H, W) picture."""
-    before = [dataset[i]["image"].float() / 255 for i in range(n)]
+    before = [to_float(dataset[i])["image"] for i in range(n)]
     after = [transform(dataset[i])["image"] for i in range(n)]
     return make_grid(torch.stack(before + after), nrow=n, normalize=True, scale_each=True)
 
@@ -228,8 +229,9 @@ if __name__ == "__main__":
 # 3.14) receive the Dataset, its transform included, pickled. pickle stores a function by its
 # importable name: a closure (`make_shift_scale.<locals>...`) or a lambda has none. A class
 # instance pickles as its class name and attributes, a partial as the function's name and its
-# arguments. Where nothing is pickled (`num_workers=0`, or fork, which copies the memory), a
-# closure is fine.
+# arguments. The three-line `compose()` above returns a closure too: for such workers, chain with
+# `v2.Compose`, a class. Where nothing is pickled (`num_workers=0`, or fork, which copies the
+# memory), a closure is fine.
 
 # %%
 def pickled_copy(transform, sample: dict) -> str:
