@@ -211,9 +211,10 @@ if __name__ == "__main__":
 # (the default on Linux up to Python 3.13) copies this process, in milliseconds; spawn (the
 # default on macOS and Windows) and forkserver (on Linux from Python 3.14) start each worker
 # from a clean process that imports this file, and torch with it, again: up to seconds per
-# worker. The `if __name__ == "__main__":` guards keep the lesson from running in them. `persistent_workers=True` keeps workers for the next epoch instead of starting new
-# ones. `pin_memory=True` (only where a GPU is) lets `.to(device, non_blocking=True)` copy while
-# the CPU goes on. The order still comes from the sampler in this process (with the default
+# worker. The `if __name__ == "__main__":` guards keep the lesson from running in them.
+# `persistent_workers=True` keeps workers for the next epoch instead of starting new ones.
+# `pin_memory=True` (only where a GPU is) lets `.to(device, non_blocking=True)` copy while the
+# CPU goes on. The order still comes from the sampler in this process (with the default
 # `in_order=True`, batches arrive in it too).
 
 # %%

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -111,9 +112,20 @@ def start_script(name: str, *args: str, cwd: Path, env=None) -> subprocess.Popen
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def ctrl_c(process: subprocess.Popen) -> None:
-    """What Ctrl-C in a terminal does: SIGINT to the command and to the workers it started."""
-    os.killpg(process.pid, signal.SIGINT)
+def interrupt(name: str, *args: str, after: dict[str, float], cwd: Path, env=None) -> tuple:
+    """Run a script and press Ctrl-C as a terminal does (SIGINT to the script and the workers it
+    started) each time it prints a line that starts with a key of `after`, that many seconds
+    later. Returns its exit status, stdout and stderr."""
+    process = start_script(name, *args, cwd=cwd, env=env)
+    out = []
+    for line in process.stdout:
+        out.append(line)
+        for start, seconds in after.items():
+            if line.startswith(start):
+                time.sleep(seconds)
+                os.killpg(process.pid, signal.SIGINT)
+    rest, err = process.communicate(timeout=120)
+    return process.returncode, "".join(out) + rest, err
 
 
 def parse_error(module, argv: list[str], capsys) -> str:

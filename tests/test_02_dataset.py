@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from conftest import (
-    ctrl_c,
     early,
+    interrupt,
     load_script,
     parse_error,
     run_in_process,
     scratch,
-    start_script,
     submit,
 )
 
@@ -210,11 +209,8 @@ def test_the_smallest_folder_runs_end_to_end(tmp_path, monkeypatch, capsys):
 def interrupt_after_first_line() -> tuple:
     tmp = scratch("02-ctrl-c")
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
-    process = start_script("02_dataset.py", "--num-samples", "3000", cwd=tmp, env=env)
-    first = process.stdout.readline()
-    ctrl_c(process)
-    out, err = process.communicate(timeout=120)
-    return process.returncode, first, err, tmp
+    return (*interrupt("02_dataset.py", "--num-samples", "3000", after={"index.csv starts": 0},
+                       cwd=tmp, env=env), tmp)
 
 
 @early()
@@ -225,7 +221,7 @@ def interrupted():
 def test_ctrl_c_is_one_line_and_removes_the_example_folder(interrupted):
     """Python ends a program that a Ctrl-C stopped by SIGINT itself, which a shell reports as
     status 130. The temporary folder is removed on the way out."""
-    code, first, err, tmp = interrupted.result()
-    assert first.startswith("index.csv starts: ")
+    code, out, err, tmp = interrupted.result()
+    assert out.startswith("index.csv starts: ")
     assert code in (130, -signal.SIGINT) and err == "interrupted\n", err
     assert [p.name for p in tmp.iterdir()] == []

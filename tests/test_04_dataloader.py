@@ -18,12 +18,11 @@ from torch.utils.data import DataLoader
 
 from conftest import (
     ROOT,
-    ctrl_c,
     early,
+    interrupt,
     load_script,
     run_in_process,
     scratch,
-    start_script,
     submit,
 )
 
@@ -215,17 +214,11 @@ def processes_running(command_line: list[str]) -> list[str]:
 def interrupt_twice(argv: list[str]) -> tuple:
     """Ctrl-C once in the epoch loop, and once while workers load `worker_loader`."""
     cwd, tmp = scratch("04-ctrl-c"), scratch("04-ctrl-c-tmp")
-    process = start_script("04_dataloader.py", *argv, cwd=cwd,
-                           env={**os.environ, "TMPDIR": str(tmp)})
-    out = []
-    for line in process.stdout:
-        out.append(line)
-        if line.startswith(("epoch 1 |", "generator seeded")):
-            time.sleep(0.3 if line.startswith("generator") else 0)  # workers are started then
-            ctrl_c(process)
-    rest, err = process.communicate(timeout=120)
+    code, out, err = interrupt("04_dataloader.py", *argv, cwd=cwd,
+                               env={**os.environ, "TMPDIR": str(tmp)},
+                               after={"epoch 1 |": 0, "generator seeded": 0.3})  # workers by then
     time.sleep(0.5)
-    return process.returncode, "".join(out) + rest, err, cwd, tmp, processes_running(argv)
+    return code, out, err, cwd, tmp, processes_running(argv)
 
 
 CTRL_C_ARGV = ["--epochs", "20", "--num-samples", "3000", "--batch-size", "1"]

@@ -3,20 +3,18 @@ carried state and detach(), clipping, generation, Ctrl-C and bad input."""
 import math
 import os
 import re
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import (
-    ctrl_c,
     early,
+    interrupt,
     load_script,
     parse_error,
     run_in_process,
     scratch,
-    start_script,
     submit,
 )
 
@@ -259,14 +257,9 @@ def test_english_prose_is_held_out_and_beats_the_unigram_baseline(tmp_path, caps
 
 def interrupt_training() -> tuple:
     cwd = scratch("05-ctrl-c")
-    process = start_script("05_lstm.py", "--steps", "20000", cwd=cwd)
-    for line in process.stdout:  # the line printed just before training starts
-        if line.startswith("training on random windows"):
-            break
-    time.sleep(0.5)
-    ctrl_c(process)
-    out, err = process.communicate(timeout=120)
-    return process.returncode, out, err, cwd
+    # the line printed just before training starts
+    return (*interrupt("05_lstm.py", "--steps", "20000",
+                       after={"training on random windows": 0.5}, cwd=cwd), cwd)
 
 
 @early()
