@@ -142,7 +142,7 @@ class FolderDataset(Dataset):
     def __getitem__(self, idx: int) -> dict:
         path, label = self.rows[idx]  # a list: -1 is the last row, past the end is IndexError
         sample = {"image": load_image(path), "label": label}
-        return self.transform(sample) if self.transform else sample
+        return self.transform(sample) if self.transform is not None else sample
 
 
 if __name__ == "__main__":
@@ -208,7 +208,7 @@ class FolderStream(IterableDataset):
     def __iter__(self):
         for path, label in iter_index(self.root):
             sample = {"image": load_image(path), "label": label}
-            yield self.transform(sample) if self.transform else sample
+            yield self.transform(sample) if self.transform is not None else sample
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ if __name__ == "__main__":  # demo code runs only when this file is run, never o
 # ## A sample, and one transform
 # A sample is a dict: `{"image": (C, H, W) tensor, "label": int}`. A transform returns a new
 # dict and leaves its input alone: the Dataset may hand out the same tensor again. A Dataset
-# takes `transform=` and applies it in `__getitem__`, as torchvision's datasets do.
+# takes `transform=` and applies it in `__getitem__` (torchvision's datasets pass their
+# `transform=` the image alone; ours gets the whole sample).
 
 # %%
 class Shapes(Dataset):
@@ -71,10 +72,11 @@ class Shapes(Dataset):
         y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")  # (H, W)
         c, r = size // 3, max(size // 5, 1)  # centre and half-width of the shape
         masks = [((y - c).abs() <= r) & ((x - c).abs() <= r), (y - c) ** 2 + (x - c) ** 2 < r * r]
-        colours = torch.tensor([[250, 60, 60], [60, 160, 250], [250, 210, 40], [70, 220, 110]])
+        colours = torch.tensor([[250, 60, 60], [60, 160, 250], [250, 210, 40], [70, 220, 110]],
+                               dtype=torch.uint8)
         self.images = (40 + x * 120 // size).to(torch.uint8).repeat(n, 3, 1, 1)  # (n, 3, H, W)
         for i in range(n):
-            self.images[i][:, masks[i % 2]] = colours[i % 4, :, None].to(torch.uint8)
+            self.images[i][:, masks[i % 2]] = colours[i % 4, :, None]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -82,7 +84,7 @@ class Shapes(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample = {"image": self.images[i], "label": i % 2}
-        return self.transform(sample) if self.transform else sample
+        return self.transform(sample) if self.transform is not None else sample
 
 
 def to_float(sample: dict) -> dict:
@@ -91,13 +93,14 @@ def to_float(sample: dict) -> dict:
 
 if __name__ == "__main__":
     sample = Shapes(4, args.image_size)[1]
+    original = sample["image"].clone()
     image = to_float(sample)["image"]
     print(f"sample: image {tuple(sample['image'].shape)} {sample['image'].dtype}, "
           f"label {sample['label']}")
     print(f"to_float(sample): image {image.dtype} in {image.min():.2f}..{image.max():.2f}; "
-          f"the sample's own is still {sample['image'].dtype}")
+          f"the sample is unchanged: {torch.equal(sample['image'], original)}")
     dataset = Shapes(4, args.image_size, transform=to_float)
-    print(f"Shapes(4, {args.image_size}, transform=to_float)[1] is the same: "
+    print(f"Shapes(4, {args.image_size}, transform=to_float)[1]['image'] == that image: "
           f"{torch.equal(dataset[1]['image'], image)}")
 
 # %% [markdown]
@@ -139,9 +142,10 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## A random transform
-# Draw with `torch.randn_like(image)`: the noise follows the image's device and dtype, and comes
-# from torch's generator, which `torch.manual_seed` sets and DataLoader seeds differently in each
-# worker. A transform with its own `random.Random` or numpy generator gets neither (see 04).
+# Draw with `torch.randn_like(image)` (a float image: it refuses uint8): the noise follows the
+# image's device and dtype, and comes from torch's generator, which `torch.manual_seed` sets and
+# DataLoader seeds differently in each worker. A transform that keeps its own `random.Random(...)`
+# or `np.random.default_rng(...)` object gets neither (see 04).
 
 # %%
 class AddNoise:
@@ -165,10 +169,10 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Composing: `v2.Compose`, or three lines of Python
 # `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2 transforms take a
-# dict: they change the image in it and pass the label through. `ToImage` then
-# `ToDtype(float32, scale=True)` do what `to_float` does, and replace `ToTensor` (v1's is
-# superseded, v2's deprecated).
-# Crop and flip come before `ToDtype`: they are cheaper on uint8.
+# dict: they change the image in it and pass the label through. `ToImage` marks the tensor as the
+# image (a `tv_tensors.Image`, no copy), so v2 need not guess; `ToDtype(float32, scale=True)`
+# then does what `to_float` does (up to float rounding). The two replace `ToTensor`, deprecated
+# in v2. Crop, resize and flip come before `ToDtype`: uint8 has fast paths and is 4x smaller.
 
 # %%
 def compose(*transforms):
@@ -230,15 +234,17 @@ if __name__ == "__main__":
 # importable name: a closure (`make_shift_scale.<locals>...`) or a lambda has none. A class
 # instance pickles as its class name and attributes, a partial as the function's name and its
 # arguments. The three-line `compose()` above returns a closure too: for such workers, chain with
-# `v2.Compose`, a class. Where nothing is pickled (`num_workers=0`, or fork, which copies the
-# memory), a closure is fine.
+# `v2.Compose`, a class. A worker finds a class by its module and name, so the class must live
+# in a .py file (this one, or one a notebook imports), not in a notebook cell. Where nothing is
+# pickled (`num_workers=0`, or fork, which copies the memory), a closure is fine.
 
 # %%
 def pickled_copy(transform, sample: dict) -> str:
-    """What a spawn or forkserver worker would receive: pickle.dumps here, pickle.loads there."""
+    """pickle.dumps, as DataLoader does for a spawn or forkserver worker, then pickle.loads (here,
+    where every name of this file is at hand)."""
     try:
         copy = pickle.loads(pickle.dumps(transform))
-    except (AttributeError, pickle.PicklingError) as e:  # Python 3.14: PicklingError
+    except (AttributeError, pickle.PicklingError) as e:  # a closure: PicklingError from 3.14
         return re.sub(r" at 0x\w+", "", f"fails: {type(e).__name__}: {e}")  # address varies
     same = torch.equal(copy(sample)["image"], transform(sample)["image"])
     return f"pickles, and the copy gives the same output: {same}"

@@ -101,7 +101,7 @@ class Points(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample = {"index": i, "x": self.x[i], "label": self.labels[i]}
-        return self.transform(sample) if self.transform else sample
+        return self.transform(sample) if self.transform is not None else sample
 
 
 if __name__ == "__main__":
