@@ -9,15 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (
-    early,
-    interrupt,
-    load_script,
-    parse_error,
-    run_in_process,
-    scratch,
-    submit,
-)
+from conftest import early, interrupt, load_script, parse_error, run_in_process, scratch, submit
 
 m = load_script("02_dataset.py")
 

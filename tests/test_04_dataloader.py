@@ -16,15 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from conftest import (
-    ROOT,
-    early,
-    interrupt,
-    load_script,
-    run_in_process,
-    scratch,
-    submit,
-)
+from conftest import ROOT, early, interrupt, load_script, run_in_process, scratch, submit
 
 m = load_script("04_dataloader.py")
 needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),

@@ -8,15 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import (
-    early,
-    interrupt,
-    load_script,
-    parse_error,
-    run_in_process,
-    scratch,
-    submit,
-)
+from conftest import early, interrupt, load_script, parse_error, run_in_process, scratch, submit
 
 m = load_script("05_lstm.py")
 TOKENS, TARGET = torch.tensor([3, 1, 2]), torch.tensor([1, 2, 3])

@@ -3,16 +3,18 @@ cell as a notebook, and with `%run NN_name.py --flag` in IPython. (Ctrl-C is tes
 test_02_dataset.py, and during training in 04 and 05.) What each script must print lives beside
 its behaviour tests, in test_NN_name.py:
   KEY_LINES  regular expressions its default run prints, in this order (the order of its sections)
-  BAD_RUN    (argv, text): one bad input, run end to end: exit 2, argparse's error naming it
+  BAD_RUN    (argv, text): one bad input, run as `python` runs it: exit 2, argparse's error
   FLAG_RUN   (argv, regex): a flag that changes a printed line, for the %run test
   BAD_FLAGS  [(argv, message start), ...]: bad input that parse_args must refuse as argparse does
   NOTEBOOK_KEY_LINES (optional) what a notebook run prints, where it differs from KEY_LINES
 """
 import importlib
+import importlib.util
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from conftest import (
     load_script,
     one_thread,
     parse_error,
+    run_in_process,
     run_script,
     scratch,
     submit,
@@ -99,9 +102,8 @@ def test_a_device_that_is_not_there_is_named(script, device, monkeypatch, capsys
 
 @early()
 def runs():
-    """Every script's default run, and its bad-input run."""
-    return {(script, kind): submit(run, script, SPEC[script].BAD_RUN[0] if kind == "bad" else [])
-            for script in SPEC for kind in ("default", "bad")}
+    """Every script's default run."""
+    return {(script, "default"): submit(run, script, []) for script in SPEC}
 
 
 def assert_left_nothing(run) -> None:
@@ -120,35 +122,27 @@ def test_default_run_prints_its_sections_in_order_and_leaves_nothing(script, run
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_bad_input_is_argparses_error_and_exit_2(script, runs):
-    run, message = runs[script, "bad"].result(), SPEC[script].BAD_RUN[1]
-    assert (run["code"], run["out"]) == (2, ""), run["err"]
-    assert run["err"].startswith("usage: ") and "Traceback" not in run["err"]
-    assert run["err"].rstrip("\n").splitlines()[-1] == f"{script}: error: {message}"
-    assert_left_nothing(run)
+def test_bad_input_is_argparses_error_and_exit_2(script, tmp_path, monkeypatch, capsys):
+    """The whole script, as `python SCRIPT ARGV` runs it, in this process (the default runs
+    above are subprocesses: this one stops in parse_args)."""
+    argv, message = SPEC[script].BAD_RUN
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch(f"{script}-tmp")))
+    with pytest.raises(SystemExit) as exit_info:
+        run_in_process(script, argv, monkeypatch, tmp_path)
+    out, err = capsys.readouterr()
+    assert (exit_info.value.code, out) == (2, ""), err
+    assert err.startswith("usage: ") and "Traceback" not in err
+    assert err.rstrip("\n").splitlines()[-1] == f"{script}: error: {message}"
+    assert list(tmp_path.iterdir()) == [] and list(Path(tempfile.gettempdir()).iterdir()) == []
 
 
-def import_all() -> subprocess.CompletedProcess:
-    code = ("import importlib.util, sys\n"
-            "for path in sys.argv[1:]:\n"
-            "    spec = importlib.util.spec_from_file_location('m', path)\n"
-            "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n")
-    cwd = scratch("import")
-    result = subprocess.run([sys.executable, "-c", code, *(str(ROOT / s) for s in SCRIPTS)],
-                            cwd=cwd, capture_output=True, text=True, timeout=300)
-    return result, cwd
-
-
-@early()
-def imported():
-    return submit(import_all)
-
-
-def test_importing_a_script_prints_and_writes_nothing(imported):
-    result, cwd = imported.result()
-    assert result.returncode == 0, result.stderr
-    assert (result.stdout, result.stderr) == ("", "")
-    assert list(cwd.iterdir()) == []
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_importing_a_script_prints_and_writes_nothing(script, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location(f"imported_{Path(script).stem}", ROOT / script)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert capsys.readouterr() == ("", "")
+    assert list(tmp_path.iterdir()) == []
 
 
 def notebook_tools():
