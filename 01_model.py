@@ -1,13 +1,12 @@
 # %% [markdown]
 # # 01 - A model: `nn.Module`, autograd and one training step
-# A model is a class whose `__init__` makes the layers and whose `forward` uses them. Autograd
-# computes the gradients, an optimizer applies them, and a `state_dict` saves the weights.
-# Run: `python 01_model.py` (try `--hidden 32`, `--seed 1`, `--device cuda`; `--help` lists all)
+# A model is a class: `__init__` makes the layers, `forward` uses them. Autograd computes the
+# gradients, an optimizer applies them, and a `state_dict` saves the weights.
+# Run: `python 01_model.py` (try `--seed 1`, `--device cpu`; `--help` lists the flags)
 
 # %%
 import argparse
 import pickle
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -16,52 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def int_in(lo: int, hi: int):
-    """An argparse type: an integer from lo to hi."""
-    def integer(text: str) -> int:
-        value = int(text)  # not a number: argparse says "invalid integer value"
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
-        return value
-    return integer
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="A model, autograd and one training step.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="auto: the available accelerator, else the CPU")
-    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0..2**32-1")
-    parser.add_argument("--hidden", type=int_in(8, 128), default=16, help="8..128")
-    args = parser.parse_args(argv)
-    # None where no accelerator is usable (without the check it can name cuda on a CPU machine)
-    found = torch.accelerator.current_accelerator(check_available=True)
-    if args.device == "auto":
-        args.device = found or torch.device("cpu")
-    elif args.device != "cpu" and (found is None or found.type != args.device):
-        parser.error(f"--device {args.device}: not available on this machine")
-    args.device = torch.device(args.device)
-    return args
-
-
-if __name__ == "__main__":  # demo code runs only when this file is run, never on import
-    # Flags come from `python 01_model.py --x` or `%run 01_model.py --x`; in a notebook, the
-    # kernel's argv is not ours, so the defaults apply.
-    ours = Path(sys.argv[0]).name == Path(globals().get("__file__", "")).name
-    args = parse_args(None if ours else [])
-    sys.excepthook = lambda kind, *info: (  # Ctrl-C: one line, not a traceback
-        print("interrupted", file=sys.stderr) if issubclass(kind, KeyboardInterrupt)
-        else sys.__excepthook__(kind, *info))
-    device = args.device
+if __name__ == "__main__":  # the demos run when this file is the program, never on import
+    found = torch.accelerator.current_accelerator(check_available=True)  # None: no accelerator
+    devices = ["cpu", found.type] if found else ["cpu"]
+    parser = argparse.ArgumentParser(description="A model, autograd and one training step.")
+    parser.add_argument("--device", choices=devices, default=devices[-1])
+    parser.add_argument("--seed", type=int, default=0)
+    # flags from `python 01_model.py --seed 1` or `%run 01_model.py --seed 1`; a notebook: defaults
+    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
+    device = torch.device(args.device)
     torch.manual_seed(args.seed)
     print(f"device: {device}")
 
 # %% [markdown]
 # ## A model is a class: layers in `__init__`, the computation in `forward`
 # A layer assigned to `self` is registered: `parameters()`, `.to(device)` and `state_dict()` find
-# it there. Call the model, `model(x)`, rather than `model.forward(x)`: the call also runs
-# PyTorch's hooks. Move the model to the device before you make an optimizer for it.
+# it. Call `model(x)`, not `model.forward(x)`: the call also runs PyTorch's hooks. Pitfall: layers
+# in a plain Python list are not registered, so they never train; `nn.ModuleList` registers them.
 
 # %%
 class MLP(nn.Module):
@@ -77,87 +47,54 @@ class MLP(nn.Module):
 
 
 if __name__ == "__main__":
-    model = MLP(4, args.hidden, 3).to(device)
+    model = MLP(4, 16, 3).to(device)  # on its device before an optimizer is made
     x = torch.randn(8, 4).to(device)  # a batch of 8 rows of 4 features
     print(f"x {tuple(x.shape)} -> model(x) {tuple(model(x).shape)}")
-    print(model)
     for name, p in model.named_parameters():
         print(f"  {name:10} {tuple(p.shape)}")
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
-
-# %% [markdown]
-# When `forward` is just "one layer after another", `nn.Sequential` builds the same model without
-# a class. Its `state_dict` keys are positions (`0.weight`) instead of attribute names
-# (`fc1.weight`), but the layers come in the same order with the same shapes, so MLP's weights
-# can be copied across pair by pair.
+    seq = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+    print(f"nn.Sequential: the same shapes, keys by position: {list(seq.state_dict())}")
 
 # %%
-if __name__ == "__main__":
-    seq = nn.Sequential(nn.Linear(4, args.hidden), nn.ReLU(), nn.Dropout(0.2),
-                        nn.Linear(args.hidden, 3)).to(device)
-    seq.load_state_dict(dict(zip(seq.state_dict(), model.state_dict().values())))  # by order
-    print(f"nn.Sequential keys {list(seq.state_dict())}")
-    seq.eval(), model.eval()  # dropout off in both, so the outputs can be compared
-    print(f"  same outputs with MLP's weights: {torch.equal(seq(x), model(x))}")
-
-# %% [markdown]
-# Pitfall: layers kept in a plain Python list are invisible to the module: `parameters()`,
-# `state_dict()` and `.to()` skip them. With no other layers the optimizer complains; beside
-# registered layers they silently never train. `nn.ModuleList` registers them.
-
-# %%
-class Stack(nn.Module):
-    def __init__(self, sizes: list[int], registered: bool = True):
-        super().__init__()
-        layers = [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
-        self.layers = nn.ModuleList(layers) if registered else layers
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-if __name__ == "__main__":
-    for registered in (False, True):
-        count = sum(p.numel() for p in Stack([4, 8, 3], registered).parameters())
-        print(f"layers in {'nn.ModuleList' if registered else 'a plain list'}: {count} parameters")
+if __name__ == "__main__":  # the pitfall, happening
+    plain, registered = nn.Module(), nn.Module()
+    plain.layers = [nn.Linear(4, 8), nn.Linear(8, 3)]  # as `self.layers = [...]` in __init__
+    registered.layers = nn.ModuleList([nn.Linear(4, 8), nn.Linear(8, 3)])
+    for name, module in [("a plain list", plain), ("nn.ModuleList", registered)]:
+        print(f"layers in {name}: {sum(p.numel() for p in module.parameters())} parameters")
     try:
-        torch.optim.SGD(Stack([4, 8, 3], registered=False).parameters(), lr=0.1)
+        torch.optim.SGD(plain.parameters(), lr=0.1)
     except ValueError as e:
-        print(f"  an optimizer for the list version: ValueError: {e}")
+        print(f"  an optimizer for the plain list: ValueError: {e}")
 
 # %% [markdown]
 # ## Initial weights: `nn.init` and `model.apply`
-# `nn.Linear` starts uniform in +-1/sqrt(fan_in). To choose another scheme, write a function for
-# one module and let `model.apply` call it on every submodule. Kaiming's normal init
-# (std = sqrt(2 / fan_in)) keeps the variance of activations steady through ReLU layers.
+# `nn.Linear` starts uniform in +-1/sqrt(fan_in). `model.apply(fn)` calls fn on every submodule;
+# Kaiming's normal init (std sqrt(2 / fan_in)) keeps activations' scale steady through ReLUs.
 
 # %%
 def init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:  # nn.Linear(..., bias=False) has none
+            nn.init.zeros_(module.bias)
 
 
 if __name__ == "__main__":
     model.apply(init_weights)  # in place, on whatever device the model is
-    print(f"fc1.weight: std of its {model.fc1.weight.numel()} values {model.fc1.weight.std():.3f}"
-          f" (sqrt(2/4) = {(2 / 4) ** 0.5:.3f}), "
+    print(f"fc1.weight std {model.fc1.weight.std():.3f} (sqrt(2/4) = {(2 / 4) ** 0.5:.3f}), "
           f"biases zero: {not model.fc1.bias.any() and not model.fc2.bias.any()}")
 
 # %% [markdown]
 # ## Autograd, checked by hand
-# `loss.backward()` fills `.grad` of each tensor the loss depends on that you made with
-# `requires_grad=True` (a parameter is one).
-# By hand, for y = w*x + b and L = (y - t)^2 with x=2, w=3, b=1, t=4: y = 7, L = 9,
-# dL/dw = 2(y - t)x = 12 and dL/db = 2(y - t) = 6. A second `backward()` adds to `.grad`
-# rather than replacing it, which is why each training step starts with `zero_grad()`.
+# `loss.backward()` fills `.grad` of each `requires_grad=True` tensor (parameters are) the loss
+# depends on. For L = (w*x + b - t)^2 with x=2, w=3, b=1, t=4: dL/dw = 2(wx + b - t)x = 12, dL/db
+# = 2(wx + b - t) = 6. A second `backward()` adds to `.grad`: hence `zero_grad()` in each step.
 
 # %%
 if __name__ == "__main__":
-    w = torch.tensor(3.0, requires_grad=True)
-    b = torch.tensor(1.0, requires_grad=True)
+    w, b = torch.tensor(3.0, requires_grad=True), torch.tensor(1.0, requires_grad=True)
     loss = (w * 2.0 + b - 4.0) ** 2
     loss.backward()
     print(f"L={loss.item():g}: dL/dw={w.grad.item():g}, dL/db={b.grad.item():g} (by hand: 12, 6)")
@@ -165,33 +102,14 @@ if __name__ == "__main__":
     print(f"backward() again: dL/dw={w.grad.item():g} (12 + 12: gradients add up)")
 
 # %% [markdown]
-# The same rule for a layer, y = x @ W.T + b, on a batch x of shape (B, in), with L the mean of
-# (y - t)^2 over all B*out outputs: dL/dy = 2(y - t) / y.numel(), then dL/dW = (dL/dy).T @ x
-# and dL/db = (dL/dy).sum(0).
-
-# %%
-def linear_mse_grads(x, t, weight, bias):
-    y = x @ weight.T + bias  # (B, out)
-    dy = 2 * (y - t) / y.numel()  # (B, out)
-    return dy.T @ x, dy.sum(0)  # (out, in), (out,)
-
-
-if __name__ == "__main__":
-    layer, t = nn.Linear(4, 3).to(device), torch.randn(8, 3).to(device)
-    F.mse_loss(layer(x), t).backward()
-    by_hand = linear_mse_grads(x, t, layer.weight.detach(), layer.bias.detach())
-    same = all(torch.allclose(a, h) for a, h in zip((layer.weight.grad, layer.bias.grad), by_hand))
-    print(f"nn.Linear(4, 3) on x {tuple(x.shape)}: autograd == chain rule: {same}")
-
-# %% [markdown]
 # ## One training step, and evaluation
-# The order of a step: clear the old gradients, compute the loss, backpropagate, let the
-# optimizer move the parameters. `train()` turns dropout on (and makes batch norm use batch
-# statistics); `eval()` turns that off so results repeat. `eval()` does not stop autograd:
-# `torch.inference_mode()` does, recording no graph, which saves time and memory.
+# Clear the old gradients, compute the loss, backpropagate, step. `train()` turns dropout (and
+# batch norm's batch statistics) on, `eval()` off; `torch.inference_mode()` records no graph.
 
 # %%
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, target) -> float:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+               target: torch.Tensor) -> float:
+    """One step on a batch x (B, in_features) with target classes (B,); returns the loss."""
     model.train()
     optimizer.zero_grad()
     loss = F.cross_entropy(model(x), target)  # takes logits: it applies log_softmax itself
@@ -201,7 +119,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, target) ->
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x, target) -> float:
+def evaluate(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> float:
     model.eval()
     return F.cross_entropy(model(x), target).item()
 
@@ -219,34 +137,23 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Saving and loading the weights
-# Save the `state_dict`, a dict of tensors; to load, build the model from your class and load the
-# tensors into it. `map_location` puts them on your device, whatever device saved them.
-# `weights_only=True` (the default since torch 2.6) unpickles only tensors, numbers, strings and
-# plain containers, so a file cannot run code, as long as that unpickler has no known hole:
-# torch 2.10 fixed one (CVE-2026-24747). Even so, load only files you trust. To resume training
-# later, save `optimizer.state_dict()` beside the model's.
-#
-# Pitfall: `torch.save(model)` pickles the whole object, which names your class (`__main__.MLP`)
-# and needs it importable to load again; a safe load refuses it.
+# Save the `state_dict`, a dict of tensors, and load it into a model built from your class.
+# `weights_only=True` (the default since torch 2.6) unpickles only tensors, plain Python values, a
+# few safe types (`OrderedDict`, `torch.Size`, dtypes, ...) and what `add_safe_globals` allows, so
+# loading runs no code (torch 2.10 fixed a hole in it, CVE-2026-24747). Pitfall: `torch.save(model)`
+# pickles the object itself, which a safe load refuses.
 
 # %%
-def whole_model_load_error(model: nn.Module, path: Path) -> str:
-    try:
-        torch.save(model, path)  # pickles the object, not just its tensors
-        torch.load(path, weights_only=True)
-    except pickle.PickleError as e:  # the safe load's refusal; its long message names the class
-        found = re.search(r"Unsupported global: GLOBAL \S+", str(e))
-        return f"{type(e).__name__}: {found[0] if found else str(e).splitlines()[0]}"
-    return "no error"
-
-
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as folder:  # removed afterwards, also after a Ctrl-C
-        path = Path(folder) / "mlp.pt"
+        path, whole = Path(folder) / "mlp.pt", Path(folder) / "whole.pt"
         torch.save(model.state_dict(), path)
-        clone = MLP(4, args.hidden, 3).to(device)
+        clone = MLP(4, 16, 3).to(device).eval()  # eval(): no dropout, as model
         clone.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        same = torch.equal(clone.eval()(x), model.eval()(x))
-        print(f"state_dict saved and loaded: same outputs: {same}")
-        refused = whole_model_load_error(model, Path(folder) / "whole.pt")
-        print(f"torch.load of a whole model: {refused}")
+        print(f"state_dict saved and loaded: same outputs: {torch.equal(clone(x), model(x))}")
+        torch.save(model, whole)  # the pitfall
+        try:
+            torch.load(whole, weights_only=True)
+        except pickle.UnpicklingError:
+            needs = torch.serialization.get_unsafe_globals_in_checkpoint(whole)
+            print(f"torch.load of a whole model: UnpicklingError, it needs {sorted(needs)}")

@@ -1,90 +1,42 @@
 # %% [markdown]
 # # 03 - Transforms: a function from a sample to a sample
-# A transform takes a sample and returns a new one. Give it parameters with a class, a closure or
-# `functools.partial`, chain transforms with `v2.Compose`, and see which kinds can be pickled.
-# Run: `python 03_transforms.py` (try `--save-grid grid.png`, `--seed 1`; `--help` lists all)
+# A transform takes a sample and returns a new one: parameters through a class, a closure or a
+# partial, chains through `v2.Compose`, and which kinds DataLoader workers can receive.
+# Run: `python 03_transforms.py` (try `--save-grid grid.png` to see the images)
 
 # %%
 import argparse
 import functools
 import pickle
-import re
 import sys
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from torchvision.utils import make_grid, save_image
 
-
-def int_in(lo: int, hi: int):
-    """An argparse type: an integer from lo to hi."""
-    def integer(text: str) -> int:
-        value = int(text)  # not a number: argparse says "invalid integer value"
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
-        return value
-    return integer
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Transforms: from a sample to a sample.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="0..2**32-1")
-    parser.add_argument("--image-size", type=int_in(8, 512), default=64, help="8..512")
-    parser.add_argument("--save-grid", type=Path, metavar="PATH",
-                        help="write the images before and after the transforms as one PNG")
-    args = parser.parse_args(argv)
-    path = args.save_grid
-    if path and path.suffix.lower() != ".png":
-        parser.error(f"--save-grid {path}: the file name must end in .png")
-    if path and not path.parent.is_dir():
-        parser.error(f"--save-grid {path}: no folder {path.parent}")
-    if path and path.is_dir():
-        parser.error(f"--save-grid {path}: is a folder")
-    return args
-
-
-if __name__ == "__main__":  # demo code runs only when this file is run, never on import
-    # Flags come from `python 03_transforms.py --x` or `%run 03_transforms.py --x`; in a notebook,
-    # the kernel's argv is not ours, so the defaults apply.
-    ours = Path(sys.argv[0]).name == Path(globals().get("__file__", "")).name
-    args = parse_args(None if ours else [])
-    sys.excepthook = lambda kind, *info: (  # Ctrl-C: one line, not a traceback
-        print("interrupted", file=sys.stderr) if issubclass(kind, KeyboardInterrupt)
-        else sys.__excepthook__(kind, *info))
+if __name__ == "__main__":  # the demos run when this file is the program, never on import
+    parser = argparse.ArgumentParser(description="Transforms: from a sample to a sample.")
+    parser.add_argument("--save-grid", type=Path, help="write the images to it, e.g. grid.png")
+    parser.add_argument("--seed", type=int, default=0)
+    # flags: `python 03_transforms.py --seed 1` or `%run 03_transforms.py --seed 1`; notebook: none
+    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
     torch.manual_seed(args.seed)
 
 # %% [markdown]
 # ## A sample, and one transform
-# A sample is a dict: `{"image": (C, H, W) tensor, "label": int}`. A transform returns a new
-# dict and leaves its input alone: the Dataset may hand out the same tensor again. A Dataset
-# takes `transform=` and applies it in `__getitem__` (torchvision's datasets pass their
-# `transform=` the image alone; ours gets the whole sample).
+# A sample is a dict, `{"image": (C, H, W) uint8 tensor, "label": int}`, and a transform returns a
+# new dict, leaving its input alone: a Dataset may hand out the same tensor again. (torchvision's
+# datasets pass their `transform=` the image alone: the dict transforms here do not fit them.)
 
 # %%
-class Shapes(Dataset):
-    """n uint8 images (3, size, size), as torchvision.io.decode_image gives: a square (label 0)
-    or a disc (label 1) top left, on a gradient brightening to the right: crops and flips show."""
-
-    def __init__(self, n: int, size: int, transform=None):
-        y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")  # (H, W)
-        c, r = size // 3, max(size // 5, 1)  # centre and half-width of the shape
-        masks = [((y - c).abs() <= r) & ((x - c).abs() <= r), (y - c) ** 2 + (x - c) ** 2 < r * r]
-        colours = torch.tensor([[250, 60, 60], [60, 160, 250], [250, 210, 40], [70, 220, 110]],
-                               dtype=torch.uint8)
-        self.images = (40 + x * 120 // size).to(torch.uint8).repeat(n, 3, 1, 1)  # (n, 3, H, W)
-        for i in range(n):
-            self.images[i][:, masks[i % 2]] = colours[i % 4, :, None]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        sample = {"image": self.images[i], "label": i % 2}
-        return self.transform(sample) if self.transform is not None else sample
+def squares(n: int, size: int = 32) -> list[dict]:
+    """n uint8 images (3, size, size), as `decode_image` gives: a red, green or blue square."""
+    x = torch.arange(size).expand(size, size)  # (H, W): each pixel's column
+    images = (40 + x * 160 // size).to(torch.uint8).repeat(n, 3, 1, 1)  # (n, 3, H, W)
+    for i in range(n):
+        images[i, i % 3, size // 8 : size // 2, size // 8 : size // 2] = 255
+    return [{"image": image, "label": i % 3} for i, image in enumerate(images)]
 
 
 def to_float(sample: dict) -> dict:
@@ -92,22 +44,17 @@ def to_float(sample: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sample = Shapes(4, args.image_size)[1]
-    original = sample["image"].clone()
+    sample = squares(4)[1]
     image = to_float(sample)["image"]
-    print(f"sample: image {tuple(sample['image'].shape)} {sample['image'].dtype}, "
-          f"label {sample['label']}")
-    print(f"to_float(sample): image {image.dtype} in {image.min():.2f}..{image.max():.2f}; "
-          f"the sample is unchanged: {torch.equal(sample['image'], original)}")
-    dataset = Shapes(4, args.image_size, transform=to_float)
-    print(f"Shapes(4, {args.image_size}, transform=to_float)[1]['image'] == that image: "
-          f"{torch.equal(dataset[1]['image'], image)}")
+    print(f"sample: image {tuple(sample['image'].shape)} {sample['image'].dtype}, label "
+          f"{sample['label']} -> to_float: {image.dtype} in {image.min():.2f}..{image.max():.2f}")
+    print(f"the sample is unchanged: {torch.equal(sample['image'], squares(4)[1]['image'])}")
 
 # %% [markdown]
 # ## Parameters: a class, a closure or `functools.partial`
 # A Dataset calls `transform(sample)` with one argument; `shift_scale` needs two more. A class
-# stores them in `__init__`, a closure captures them, a partial fills them in. `shift_scale`
-# uses one mean and one std for every pixel; `v2.Normalize(mean, std)` takes one per channel.
+# keeps them as attributes, a closure captures them, a partial fills them in. (`v2.Normalize`
+# does this with a mean and a std per channel.)
 
 # %%
 def shift_scale(sample: dict, mean: float, std: float) -> dict:
@@ -121,12 +68,9 @@ class ShiftScale:
     def __call__(self, sample: dict) -> dict:
         return shift_scale(sample, self.mean, self.std)
 
-    def __repr__(self) -> str:  # what print() and v2.Compose's repr show
-        return f"ShiftScale(mean={self.mean}, std={self.std})"
-
 
 def make_shift_scale(mean: float, std: float):
-    def shift_scale_sample(sample: dict) -> dict:  # remembers mean and std: a closure
+    def shift_scale_sample(sample: dict) -> dict:  # it remembers mean and std: a closure
         return shift_scale(sample, mean, std)
     return shift_scale_sample
 
@@ -134,18 +78,18 @@ def make_shift_scale(mean: float, std: float):
 if __name__ == "__main__":
     ways = {"class": ShiftScale(0.5, 0.25), "closure": make_shift_scale(0.5, 0.25),
             "partial": functools.partial(shift_scale, mean=0.5, std=0.25)}
-    float_sample = to_float(sample)
-    outputs = [transform(float_sample)["image"] for transform in ways.values()]
-    print(f"{ways['class']}, a closure and a partial: identical output: "
-          f"{all(torch.equal(outputs[0], out) for out in outputs)}, "
-          f"in {outputs[0].min():.2f}..{outputs[0].max():.2f}")
+    outputs = [transform(to_float(sample))["image"] for transform in ways.values()]
+    print(f"a class, a closure and a partial: the same output: "
+          f"{all(torch.equal(outputs[0], out) for out in outputs)}")
 
 # %% [markdown]
-# ## A random transform
-# Draw with `torch.randn_like(image)` (a float image: it refuses uint8): the noise follows the
-# image's device and dtype, and comes from torch's generator, which `torch.manual_seed` sets and
-# DataLoader seeds differently in each worker. A transform that keeps its own `random.Random(...)`
-# or `np.random.default_rng(...)` object gets neither (see 04).
+# ## A random transform, composing, and a look at them
+# Draw with torch: `torch.randn_like(image)` follows the image's device and dtype (it needs a
+# float image); `torch.manual_seed` sets it and DataLoader seeds it in each worker (04).
+# `v2.Compose` calls each transform in turn, torchvision's and ours: v2 transforms change the
+# dict's image and pass the label through. `ToImage` (no copy) then `ToDtype(float32, scale=True)`
+# replace the deprecated `ToTensor`; crop and flip before them, on uint8: 4x fewer bytes to move.
+# `make_grid(..., normalize=True, scale_each=True)` stretches each image to 0..1 to be seen.
 
 # %%
 class AddNoise:
@@ -157,25 +101,7 @@ class AddNoise:
         return {**sample, "image": image + self.std * torch.randn_like(image)}
 
 
-if __name__ == "__main__":
-    noise = AddNoise(0.1)
-    torch.manual_seed(args.seed)
-    first = noise(float_sample)["image"]
-    torch.manual_seed(args.seed)
-    again = noise(float_sample)["image"]
-    print(f"AddNoise(0.1): same seed, same noise: {torch.equal(first, again)}; "
-          f"the next draw differs: {not torch.equal(again, noise(float_sample)['image'])}")
-
-# %% [markdown]
-# ## Composing: `v2.Compose`, or three lines of Python
-# `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2 transforms take a
-# dict: they change the image in it and pass the label through. `ToImage` marks the tensor as the
-# image (a `tv_tensors.Image`, no copy), so v2 need not guess; `ToDtype(float32, scale=True)`
-# then does what `to_float` does (up to float rounding). The two replace `ToTensor`, deprecated
-# in v2. Crop, resize and flip come before `ToDtype`: uint8 has fast paths and is 4x smaller.
-
-# %%
-def compose(*transforms):
+def compose(*transforms):  # what v2.Compose does, in three lines
     def composed(sample: dict) -> dict:
         for transform in transforms:
             sample = transform(sample)
@@ -183,81 +109,49 @@ def compose(*transforms):
     return composed
 
 
-def augment(size: int) -> list:
-    return [v2.ToImage(), v2.RandomResizedCrop(size, scale=(0.25, 1.0)), v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True), ShiftScale(0.5, 0.25), AddNoise(0.05)]
+def before_after(samples: list[dict], transform) -> torch.Tensor:
+    """The images above, the same after `transform` below: one (3, H, W) picture in 0..1."""
+    before = [to_float(sample)["image"] for sample in samples]
+    after = [transform(sample)["image"] for sample in samples]
+    return make_grid(torch.stack(before + after), len(samples), normalize=True, scale_each=True)
 
 
 if __name__ == "__main__":
-    steps = augment(args.image_size)
+    steps = [v2.ToImage(), v2.RandomResizedCrop(32, scale=(0.25, 1.0)), v2.RandomHorizontalFlip(),
+             v2.ToDtype(torch.float32, scale=True), ShiftScale(0.5, 0.25), AddNoise(0.05)]
     pipeline = v2.Compose(steps)
     torch.manual_seed(args.seed)
-    composed = pipeline(sample)
-    torch.manual_seed(args.seed)
-    plain = compose(*steps)(sample)
-    print(f"v2.Compose: image {tuple(composed['image'].shape)} {composed['image'].dtype}, "
-          f"label {composed['label']}")
-    print(f"compose(): identical to v2.Compose: {torch.equal(composed['image'], plain['image'])}")
-
-# %% [markdown]
-# ## Look at them
-# `make_grid` lays images out in rows; `normalize=True, scale_each=True` stretches each one to
-# 0..1, so that the shifted and scaled images can be seen. `--save-grid grid.png` writes the
-# picture; in a notebook it appears under this cell.
-
-# %%
-def before_after(dataset: Dataset, transform, n: int) -> torch.Tensor:
-    """n images above, the same n after `transform` below: one (3, H, W) picture."""
-    before = [to_float(dataset[i])["image"] for i in range(n)]
-    after = [transform(dataset[i])["image"] for i in range(n)]
-    return make_grid(torch.stack(before + after), nrow=n, normalize=True, scale_each=True)
-
-
-if __name__ == "__main__":
-    torch.manual_seed(args.seed)
-    grid = before_after(Shapes(4, args.image_size), pipeline, n=4)
+    composed = pipeline(sample)["image"]
+    torch.manual_seed(args.seed)  # the same seed: the same crop, flip and noise
+    print(f"v2.Compose: image {tuple(composed.shape)} {composed.dtype}; compose() with the same "
+          f"seed gives the same: {torch.equal(compose(*steps)(sample)['image'], composed)}")
+    grid = before_after(squares(4), pipeline)
     print(f"grid {tuple(grid.shape)}: 4 images above, the same after v2.Compose below")
     if args.save_grid:
-        save_image(grid, args.save_grid)
-        print(f"wrote {args.save_grid}")
-    elif not ours:  # a notebook: show the picture under this cell
         try:
-            from IPython.display import display
-            display(v2.functional.to_pil_image(grid))
-        except ImportError:
-            pass
+            save_image(grid, args.save_grid)  # the format follows the name: .png, .jpg, ...
+        except (OSError, ValueError) as e:  # no such folder, a full disk, no known suffix
+            parser.error(f"--save-grid {args.save_grid}: {e}")
+        print(f"wrote {args.save_grid}")
 
 # %% [markdown]
 # ## Why a class, when a closure is shorter?
-# DataLoader workers started with spawn or forkserver (macOS, Windows, and Linux from Python
-# 3.14) receive the Dataset, its transform included, pickled. pickle stores a function by its
-# importable name: a closure (`make_shift_scale.<locals>...`) or a lambda has none. A class
-# instance pickles as its class name and attributes, a partial as the function's name and its
-# arguments. The three-line `compose()` above returns a closure too: for such workers, chain with
-# `v2.Compose`, a class. A worker finds a class by its module and name, so the class must live
-# in a .py file (this one, or one a notebook imports), not in a notebook cell. Where nothing is
-# pickled (`num_workers=0`, or fork, which copies the memory), a closure is fine.
+# Workers started with spawn (macOS, Windows) or forkserver (Linux from Python 3.14) receive the
+# Dataset and its transform through multiprocessing's pickler: tensors by shared memory, functions
+# and classes as `pickle.dumps` does, by importable name, which a closure or lambda lacks. So chain
+# with `v2.Compose`, not `compose()`. Keep such a class in a .py file with a name `import` can
+# spell (copy it into `my_transforms.py`), not in a notebook cell. With fork, nothing is pickled.
 
 # %%
-def pickled_copy(transform, sample: dict) -> str:
-    """pickle.dumps, as DataLoader does for a spawn or forkserver worker, then pickle.loads (here,
-    where every name of this file is at hand)."""
+def pickles(transform) -> str:
     try:
-        copy = pickle.loads(pickle.dumps(transform))
+        pickle.loads(pickle.dumps(transform))  # what a spawn or forkserver worker needs
     except (AttributeError, pickle.PicklingError) as e:  # a closure: PicklingError from 3.14
-        return re.sub(r" at 0x\w+", "", f"fails: {type(e).__name__}: {e}")  # address varies
-    same = torch.equal(copy(sample)["image"], transform(sample)["image"])
-    return f"pickles, and the copy gives the same output: {same}"
+        return f"fails: {type(e).__name__}"
+    return "pickles"
 
 
 if __name__ == "__main__":
-    print("pickled, as a DataLoader worker started with spawn or forkserver would receive it:")
-    for name, transform in [("class instance", ways["class"]), ("partial", ways["partial"]),
-                            ("v2.Compose", v2.Compose([ways["class"], ways["partial"]])),
-                            ("closure", ways["closure"]),
-                            ("lambda", lambda sample: shift_scale(sample, 0.5, 0.25)),
-                            ("compose()", compose(ways["class"], ways["partial"]))]:
-        print(f"  {name:15} {pickled_copy(transform, float_sample)}")
-    closures = Shapes(4, args.image_size, transform=compose(to_float, ways["closure"]))
-    batch = next(iter(DataLoader(closures, batch_size=4)))  # num_workers=0: nothing pickled
-    print(f"closures in DataLoader(num_workers=0): work, batch image {tuple(batch['image'].shape)}")
+    for name, transform in [*ways.items(), ("v2.Compose", pipeline), ("compose()", compose()),
+                            ("lambda", lambda sample: shift_scale(sample, 0.5, 0.25))]:
+        print(f"  {name:10} {pickles(transform)}")
