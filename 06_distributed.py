@@ -2,9 +2,7 @@
 # # 06 - Distributed training: `DistributedDataParallel` under `torchrun`
 # One process per device, each on its own shard of the data; DDP averages the gradients, so every
 # copy of the model takes the same step. Run: `python 06_distributed.py` (a world of one), then
-# `torchrun --standalone --nproc-per-node 2 06_distributed.py` (two processes, on the CPU too);
-# across machines, on each: `torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d
-# --rdzv-endpoint HOST:29500 06_distributed.py`. Add `--snapshot run.pt` to save and resume.
+# `torchrun --standalone --nproc-per-node 2 06_distributed.py` (two processes, on the CPU too).
 
 # %%
 import argparse
@@ -17,150 +15,74 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
-
-def number_in(kind: type, lo, hi):
-    """An argparse type: a number of the given kind (int or float) from lo to hi."""
-    def number(text: str):
-        value = kind(text)  # not a number: argparse says "invalid integer/number value"
-        if not lo <= value <= hi:  # nan compares false: refused too
-            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
-        return value
-    number.__name__ = "integer" if kind is int else "number"
-    return number
-
-
-def make_model() -> nn.Module:  # small on purpose: the lesson is the processes, not the model
-    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
-
-
-def load_snapshot(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Load what save_snapshot (at the end) wrote into model and optimizer; return its epoch."""
-    snapshot = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
-    model.load_state_dict(snapshot["model"])  # strict: the same names and shapes, or an error
-    optimizer.load_state_dict(snapshot["optimizer"])
-    if type(snapshot["epoch"]) is not int or not 0 <= snapshot["epoch"] <= 100:
-        raise ValueError(f"epoch {snapshot['epoch']!r}")
-    return snapshot["epoch"]
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="DistributedDataParallel under torchrun.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto: CUDA if there is a GPU, else the CPU")
-    parser.add_argument("--epochs", type=number_in(int, 1, 100), default=5, help="1..100")
-    parser.add_argument("--batch-size", type=number_in(int, 1, 512), default=32,
-                        help="per process: 1..512")
-    parser.add_argument("--lr", type=number_in(float, 1e-5, 1.0), default=0.01, help="1e-05..1")
-    parser.add_argument("--seed", type=number_in(int, 0, 2**32 - 1), default=0, help="0..2**32-1")
+if __name__ == "__main__":  # the demos run when this file is the program, never on import
+    found = torch.accelerator.current_accelerator(check_available=True)  # None: no accelerator
+    devices = ["cpu", found.type] if found else ["cpu"]
+    parser = argparse.ArgumentParser(description="DistributedDataParallel under torchrun.")
+    parser.add_argument("--device", choices=devices, default=devices[-1], help="each process's")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
     parser.add_argument("--snapshot", type=Path, help="save each epoch here; resume from it")
-    args = parser.parse_args(argv)
-    # Every rank checks alike, so a bad input stops all of them with the same error before any
-    # joins the group (where the others would wait for it)
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's, on this machine
-    kind = "cuda" if args.device == "cuda" or (args.device == "auto" and gpus) else "cpu"
-    if kind == "cuda" and not gpus:
-        parser.error("--device cuda: no CUDA GPU on this machine")
-    if kind == "cuda" and processes > gpus:
-        parser.error(f"--device {args.device}: {processes} processes but {gpus} GPU(s) here; "
-                     "nccl needs one GPU per process")
-    args.device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if kind == "cuda"
-                               else "cpu")  # LOCAL_RANK: which GPU of this machine is ours
-    path = args.snapshot
-    if path and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
-        parser.error(f"--snapshot {path}: cannot write in folder {path.parent}")
-    if path and path.exists() and not (path.is_file() and path.stat().st_size <= 2**20):
-        parser.error(f"--snapshot {path}: not a file of at most 1 MiB")  # a FIFO, a folder
-    if path and path.exists():  # a trial load, and a step, on a fresh model
-        try:
-            model = make_model()
-            optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-            load_snapshot(path, model, optimizer)
-            for p in model.parameters():
-                p.grad = torch.zeros_like(p)
-            optimizer.step()  # optimizer state of the wrong shape fails here, not mid-training
-        except Exception as e:  # torch.load and load_state_dict raise many kinds
-            parser.error(f"--snapshot {path}: not a snapshot of this script, a dict of model, "
-                         f"optimizer and epoch ({type(e).__name__})")
-    return args
-
-
-if __name__ == "__main__":  # demo code runs only when this file is run, never on import
-    # Flags come from `python 06_distributed.py --x`, `torchrun ... 06_distributed.py --x` or
-    # `%run 06_distributed.py --x`; in a notebook, the kernel's argv is not ours: the defaults.
-    ours = Path(sys.argv[0]).name == Path(globals().get("__file__", "")).name
-    args = parse_args(None if ours else [])
-    sys.excepthook = lambda kind, *info: (  # Ctrl-C: one line, not a traceback
-        print("interrupted", file=sys.stderr) if issubclass(kind, KeyboardInterrupt)
-        else sys.__excepthook__(kind, *info))
-    device = args.device
+    parser.add_argument("--seed", type=int, default=0)
+    # flags: `python 06_distributed.py --epochs 2` or `%run 06_distributed.py ...`; notebook: no
+    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
     torch.manual_seed(args.seed)
 
 # %% [markdown]
 # ## One process per device: `init_process_group`
-# `torchrun` starts the processes and puts in each one's environment its `RANK` (0..world-1), its
-# `LOCAL_RANK` on its machine (which GPU) and the `WORLD_SIZE`; `init_process_group` reads them
-# and meets the others. The backend moves the tensors: `nccl` between GPUs, `gloo` on the CPU.
-# Under plain `python` this script makes a world of one, so the same code runs. A collective
-# (`all_gather`, `all_reduce`, `barrier`) must be called by every rank, in the same order: a rank
-# that skips one (an `if rank == 0:` around `evaluate` below, say) leaves the others waiting.
+# `torchrun` gives each process `RANK` (0..world-1), `LOCAL_RANK` (its place on this machine),
+# `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`; `init_process_group` reads all but `LOCAL_RANK`, ours
+# to pick a GPU by. Every rank must call each collective in the same order: around `if rank == 0:`
+# rank 0 waits in it while the others run into the next: a hang, an error or mixed-up data.
 
 # %%
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    backend, gpu = ("nccl", device) if device.type == "cuda" else ("gloo", None)
-    if gpu:
-        torch.cuda.set_device(gpu)  # this rank's GPU, before nccl uses "the current" one
-    if not dist.is_initialized():  # it is on a second run in the same notebook kernel
-        if "RANK" in os.environ:  # env://: torchrun's RANK, WORLD_SIZE, MASTER_ADDR, ...
-            # (another launcher, srun or mpirun, must set these too, or each process is alone)
-            dist.init_process_group(backend, device_id=gpu)
-        else:  # a world of one: the group's key-value store in this process, no port
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
-                                    device_id=gpu)
-    return dist.get_rank(), dist.get_world_size()
+def init_distributed(device_type: str) -> torch.device:
+    """Join torchrun's process group (or a world of one); return this rank's device. ValueError."""
+    device = torch.device("cpu")
+    if device_type != "cpu":
+        device = torch.device(device_type, int(os.environ.get("LOCAL_RANK", 0)))
+        if device.index >= torch.accelerator.device_count():
+            raise ValueError(f"no {device} here: a process per {device_type} device, at most")
+        torch.accelerator.set_device_index(device.index)  # for code that uses "the current" one
+    backend = dist.get_default_backend_for_device(device)  # gloo for the CPU, nccl for CUDA
+    device_id = None if device.type == "cpu" else device  # an accelerator's only
+    if "RANK" in os.environ:  # env://: torchrun's variables
+        dist.init_process_group(backend, device_id=device_id)
+    elif not dist.is_initialized():  # a world of one, its store in this process (no port)
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                                device_id=device_id)
+    return device
 
 
-def say(line: str, every_rank: bool = False) -> None:
-    """Print on rank 0 (the others would repeat the line) or, tagged, on every rank. In one
-    write: torchrun starts `python -u`, where print writes text and newline apart, and another
-    rank's line can land in between."""
-    if every_rank:
-        line = f"[rank {dist.get_rank()}] {line}"
-    if every_rank or dist.get_rank() == 0:
-        sys.stdout.write(line + "\n")
+def say(line: str, every_rank: bool = False) -> None:  # one write: ranks' lines never mix
+    if every_rank or dist.get_rank() == 0:  # rank 0, or every rank, tagged
+        sys.stdout.write(f"[rank {dist.get_rank()}] {line}\n" if every_rank else f"{line}\n")
 
 
-def gather(t: torch.Tensor) -> torch.Tensor:
-    """Every rank's tensor, joined along dim 0 in rank order; every rank gets the result."""
+def gather(t: torch.Tensor) -> torch.Tensor:  # every rank's t, in rank order, on every rank
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t)
     return torch.cat(parts)
 
 
 if __name__ == "__main__":
-    rank, world = init_distributed(device)
-    say(f"local rank {os.environ.get('LOCAL_RANK', 0)}, device {device}", every_rank=True)
-    port = os.environ.get("MASTER_PORT")  # where torchrun's processes meet
-    how = f"torchrun, meeting at {os.environ.get('MASTER_ADDR')}:{port}" if port else "no torchrun"
-    say(f"backend {dist.get_backend()}, world size {world}: {how}")
-    total = torch.tensor([rank + 1], device=device)
-    dist.all_reduce(total)  # in place: the sum over the ranks, on every rank
-    say(f"all_gather(rank) -> {gather(torch.tensor([rank], device=device)).tolist()}, "
-        f"all_reduce(rank + 1) -> {total.item()}")
+    try:
+        device = init_distributed(args.device)
+    except ValueError as e:
+        parser.error(f"--device: {e}")
+    world = dist.get_world_size()
+    say(f"backend {dist.get_backend()}, world size {world}")
 
 # %% [markdown]
 # ## Each rank its own shard: `DistributedSampler`
-# Every rank builds the same data set (the seed decides it, not the rank); the sampler gives rank
-# r every world-th index of one shuffled order, the same order on every rank. Pitfall: the
-# shuffle is seeded with seed + epoch, so without `sampler.set_epoch(epoch)` every epoch repeats
-# the first one's order.
+# Every rank builds the same data. The sampler, in place of `shuffle=True`, deals rank r every
+# world-th index of one shuffled order, repeating a few where the world size does not divide the
+# length. Pitfall: it shuffles with seed + epoch: call `sampler.set_epoch(epoch)` every epoch.
 
 # %%
-def make_data(seed: int, n_train: int = 512, n_val: int = 128):
-    """A small regression, y = x @ w + noise: the training and the validation set."""
+def make_data(seed: int, n_train: int = 512, n_val: int = 128):  # y = x @ w + noise
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(8, 1, generator=g)
     x = torch.randn(n_train + n_val, 8, generator=g)  # (N, 8)
@@ -171,30 +93,25 @@ def make_data(seed: int, n_train: int = 512, n_val: int = 128):
 if __name__ == "__main__":
     train_set, val_set = make_data(args.seed)
     sampler = DistributedSampler(train_set, seed=args.seed)  # rank and world: from the group
-    loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)  # no shuffle=
+    try:  # a batch size DataLoader refuses: one error line
+        loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)
+    except ValueError as e:
+        parser.error(f"--batch-size {args.batch_size}: {e}")
     shard = list(sampler)
-    say(f"shard: {len(shard)} of {len(train_set)} samples, first {shard[:6]}", every_rank=True)
+    say(f"device {device}, shard: {len(shard)} of {len(train_set)} samples, first {shard[:5]}",
+        every_rank=True)
     everyone = gather(torch.tensor(shard, device=device))
-    say(f"all shards: {len(everyone)} indices, {len(everyone.unique())} distinct, "
-        f"of {len(train_set)} samples")
-    starts = []
-    for epoch in range(2):
-        sampler.set_epoch(epoch)
-        starts.append(list(sampler)[:4])
-    say(f"rank 0 with set_epoch(epoch): epoch 0 starts {starts[0]}, epoch 1 starts {starts[1]}")
-    forgot = DistributedSampler(train_set, seed=args.seed)  # set_epoch never called
-    again = [list(forgot)[:4] for _ in range(2)]
-    say(f"rank 0 without set_epoch:     epoch 0 starts {again[0]}, epoch 1 starts {again[1]}"
-        + (" (the same order every epoch)" if again[0] == again[1] else ""))
+    say(f"all shards: {len(everyone)} indices, {len(everyone.unique())} distinct")
+    again = list(sampler)[:3]  # the next epoch without set_epoch
+    sampler.set_epoch(1)
+    say(f"epoch 0 starts {shard[:3]}, epoch 1 {again} (with set_epoch(1): {list(sampler)[:3]})")
 
 # %% [markdown]
 # ## The model in `DistributedDataParallel`: one averaged gradient on every rank
-# Wrapping the model copies rank 0's weights to all ranks. During `backward()` DDP all-reduces
-# the gradients and divides by the world size: every rank holds the mean gradient over the global
-# batch, takes the same step and keeps the same weights. The training loop is the one-process
-# loop. The proof: the DDP gradient equals the same model's gradient on all ranks' batches at
-# once, in one process (exactly so when every rank's batch has the same size: DDP averages the
-# ranks' mean gradients).
+# Wrapping copies rank 0's weights to all ranks; in `backward()` DDP averages the gradients over
+# the ranks, so every rank takes the same step. Proof: that equals, up to rounding, one model's
+# gradient on all ranks' batches (of one size). A step takes batch size x world size samples: to
+# keep it, divide the batch size; else scale the lr (x world for SGD, with warmup; x sqrt: Adam).
 
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> None:
@@ -202,77 +119,60 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     model.train()
     for x, y in loader:
         optimizer.zero_grad()
-        loss = F.mse_loss(model(x.to(device)), y.to(device))
-        loss.backward()  # DDP averages the gradients across the ranks here
+        F.mse_loss(model(x.to(device)), y.to(device)).backward()  # DDP averages the gradients
         optimizer.step()  # the same step from the same weights: the copies stay equal
 
 
 if __name__ == "__main__":
-    ids = [device.index] if device.type == "cuda" else None  # None: the model's device
-    model = DDP(make_model().to(device), device_ids=ids)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    model = DDP(nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).to(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     x, y = (t.to(device) for t in next(iter(loader)))  # this rank's first batch
     F.mse_loss(model(x), y).backward()
-    single = make_model().to(device)
+    single = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).to(device)
     single.load_state_dict(model.module.state_dict())  # .module: the model inside the wrapper
     F.mse_loss(single(gather(x)), gather(y)).backward()  # the global batch in one process
     same = all(torch.allclose(a.grad, b.grad, atol=1e-6)
                for a, b in zip(model.parameters(), single.parameters()))
     agree = torch.tensor([int(same)], device=device)
     dist.all_reduce(agree, op=dist.ReduceOp.MIN)  # 1 only if every rank found the same
-    say(f"DDP gradient == gradient of the global batch ({len(x) * world} samples) "
-        f"in one process, on all {world} ranks: {bool(agree.item())}")
+    say(f"DDP gradient == gradient of the global batch, {len(x)} x {world} samples, in one "
+        f"process: {bool(agree.item())}; {len(loader)} steps an epoch")
 
 # %% [markdown]
-# ## More processes, bigger steps: the global batch
-# A step takes `--batch-size` samples on every rank: a global batch of batch size x world size,
-# and fewer steps an epoch. `torchrun --nproc-per-node 2 06_distributed.py --batch-size 16` takes
-# the same steps, and prints the same losses, as `python 06_distributed.py` (batch 32). Keep the
-# per-rank batch instead, and the learning rate no longer fits: lr x world size (the linear
-# scaling rule, with a few epochs of warmup) is a place to start for SGD, lr x sqrt(world size)
-# for Adam; then tune.
-
-# %%
-if __name__ == "__main__":
-    say(f"global batch: {args.batch_size} per rank x world size {world} = "
-        f"{args.batch_size * world} samples a step, {len(loader)} steps an epoch, "
-        f"lr {args.lr:g}")
-
-# %% [markdown]
-# ## Evaluation: every rank scores its shard, `all_reduce` adds up
-# Each rank sums the loss and counts the samples of its shard; all-reducing both gives every rank
-# the loss over the whole validation set. Where the world size does not divide its 128 samples,
-# the sampler repeats a few to even the shards, and those count twice.
+# ## Evaluation: every rank scores a part, `all_reduce` adds up
+# Each rank sums the errors of every world-th sample (no padding: each counts once); all_reduce
+# adds up sums and counts: the whole set's loss, at any world size. It scores `model.module`: DDP's
+# forward may sync buffers, a collective that a rank with fewer batches would not join.
 
 # %%
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
+def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 64) -> tuple[float, int]:
+    """(mean squared error over dataset, the number of samples scored), on every rank."""
     device = next(model.parameters()).device
     model.eval()
+    part = Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
     totals = torch.zeros(2, device=device)  # (sum of squared errors, number of samples)
-    for x, y in loader:
+    for x, y in DataLoader(part, batch_size=batch_size):
         error = F.mse_loss(model(x.to(device)), y.to(device), reduction="sum")
         totals += torch.stack([error, torch.tensor(float(len(y)), device=device)])
     dist.all_reduce(totals)  # sums over the ranks
-    return (totals[0] / totals[1]).item()
+    return (totals[0] / totals[1]).item(), int(totals[1].item())
 
 
 if __name__ == "__main__":
-    val_loader = DataLoader(val_set, batch_size=args.batch_size,
-                            sampler=DistributedSampler(val_set, shuffle=False))
-    say(f"val loss before training: {evaluate(model, val_loader):.4f} "
-        f"(all {len(val_set)} samples)")
+    loss, count = evaluate(model.module, val_set)
+    say(f"val loss before training: {loss:.4f} ({count} samples)")
 
 # %% [markdown]
 # ## Snapshots: rank 0 saves, every rank resumes
-# The weights are the same everywhere, so rank 0 alone writes `model.module.state_dict()` (keys
-# without DDP's `module.` prefix: a plain model loads them), the optimizer's state (Adam's
-# running averages) and the epoch, to a temporary name that it then renames: a process killed
-# mid-write leaves the last snapshot whole. At start every rank loads it (`load_snapshot`, in the
-# first cell, where `parse_args` tries it) and goes on at the next epoch. `torchrun
-# --max-restarts 3` restarts all processes after one dies; the snapshot is what makes them resume
-# rather than start over. Across machines, the path must be on a file system that all of them
-# share: a rank that finds no snapshot starts at epoch 1 while the others resume, and they hang.
+# Rank 0 saves `model.module.state_dict()` (no `module.` prefix), the optimizer's state and the
+# epoch under a temporary name, then renames it: a kill mid-write leaves the last one whole. Every
+# rank loads it at start (across machines: from a shared disk). `torchrun --max-restarts 3`
+# restarts all processes when one dies; on torch 2.14 they may fail to meet again through the
+# store torchrun keeps (pytorch issue 135712), unless each restart gets its own:
+#
+#     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 2 \
+#         --max-restarts 3 06_distributed.py --epochs 50 --snapshot run.pt
 
 # %%
 def save_snapshot(path: Path, model: DDP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
@@ -284,21 +184,37 @@ def save_snapshot(path: Path, model: DDP, optimizer: torch.optim.Optimizer, epoc
             os.replace(part, path)  # atomic: the old snapshot or the new one, never half of one
         finally:
             part.unlink(missing_ok=True)  # after a Ctrl-C mid-write
-    dist.barrier()  # the others wait: no rank goes on before the snapshot is there
+    dist.barrier()  # every rank waits here until the snapshot is there
+
+
+def load_snapshot(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Load save_snapshot's file into model and optimizer; return its epoch (0: no file yet).
+    Raises ValueError naming the file if it cannot be saved or is not a snapshot of this model."""
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: no folder {path.parent} to save in")
+    if not path.exists():
+        return 0
+    try:
+        snapshot = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+        model.load_state_dict(snapshot["model"])  # the same names and shapes, or an error
+        optimizer.load_state_dict(snapshot["optimizer"])
+        return int(snapshot["epoch"])
+    except Exception as e:  # torch.load and load_state_dict raise many kinds
+        raise ValueError(f"{path}: not a snapshot of this model ({type(e).__name__})") from None
 
 
 if __name__ == "__main__":
-    done = 0
-    if args.snapshot and args.snapshot.exists():
-        done = load_snapshot(args.snapshot, model.module, optimizer)
+    try:
+        done = load_snapshot(args.snapshot, model.module, optimizer) if args.snapshot else 0
+    except ValueError as e:
+        parser.error(f"--snapshot {e}")
+    if done:
         say(f"resumed from {args.snapshot.name}: epoch {done} of {args.epochs} done")
     for epoch in range(done + 1, args.epochs + 1):
         sampler.set_epoch(epoch)  # a new order each epoch, the same on every rank
         train_epoch(model, loader, optimizer)
-        loss = evaluate(model, val_loader)
         if args.snapshot:
             save_snapshot(args.snapshot, model, optimizer, epoch)
-        say(f"epoch {epoch} | val loss {loss:.4f}")
-    checksum = sum(p.sum() for p in model.parameters()).item()  # each rank its own copy's
-    say(f"weights checksum {checksum:.6f}", every_rank=True)
+        say(f"epoch {epoch} | val loss {evaluate(model.module, val_set)[0]:.4f}")
+    say(f"weights checksum {sum(p.sum() for p in model.parameters()).item():.6f}", every_rank=True)
     dist.destroy_process_group()
