@@ -83,7 +83,7 @@ if __name__ == "__main__":  # on the CPU: a GPU only slows a model this small
 # ## A text, and a part held out
 # On its training text a model can look good by memorising, so the last tenth is held out. The
 # default text's lines count on from a random four-digit number, `4825 4826 4827 4828`: only the
-# first is unpredictable, so the best loss possible is ln(8996) / 20 = 0.4553 nats a character.
+# first is unpredictable, so the best loss possible is ln(8996) / 20 = 0.4552 nats a character.
 # The baseline is a bigram model. `--text-file` drops a BOM and reads \r\n and \r as `\n`.
 
 # %%
