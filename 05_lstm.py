@@ -25,7 +25,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser = argparse.ArgumentParser(description="An LSTM that predicts the next character.")
     parser.add_argument("--device", choices=devices, default=devices[-1])
     parser.add_argument("--text-file", help="UTF-8 text to learn; default: lines that count")
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=number_in(int, 1, 1024), default=32)
     parser.add_argument("--seq-len", type=number_in(int, 1, 1024), default=64)
     parser.add_argument("--hidden-size", type=number_in(int, 1, 4096), default=64)

@@ -167,12 +167,12 @@ if __name__ == "__main__":
 # ## Snapshots: rank 0 saves, every rank resumes
 # Rank 0 saves `model.module.state_dict()` (no `module.` prefix), the optimizer's state and the
 # epoch under a temporary name, then renames it: a kill mid-write leaves the last one whole. Every
-# rank loads it at start (across machines: from a shared disk). `torchrun --max-restarts 3`
-# restarts all processes when one dies; on torch 2.14 they may fail to meet again through the
-# store torchrun keeps (pytorch issue 135712), unless each restart gets its own:
+# rank loads it at start (across machines: from a shared disk). `--max-restarts 3` restarts all
+# processes when one dies (`kill -9` one: they resume), but restarted processes can fail to meet
+# through the store torchrun shares across restarts (pytorch issue 135712) unless each gets its own:
 #
 #     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 2 \
-#         --max-restarts 3 06_distributed.py --epochs 50 --snapshot run.pt
+#         --max-restarts 3 06_distributed.py --epochs 20 --snapshot run.pt
 
 # %%
 def save_snapshot(path: Path, model: DDP, optimizer: torch.optim.Optimizer, epoch: int) -> None:

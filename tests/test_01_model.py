@@ -23,7 +23,7 @@ KEY_LINES = [r"^device: (cpu|cuda|mps)", r"^x \(8, 4\) -> model\(x\) \(8, 3\)$",
              r"^torch.load of a whole model: UnpicklingError, it needs \['__main__.MLP', "
              r"'torch.nn.modules.dropout.Dropout', 'torch.nn.modules.linear.Linear'\]$"]
 BAD_RUN = (["--device", "tpu"], "argument --device: invalid choice: 'tpu'")
-FLAG_RUN = ["--seed", "1"]
+FLAG_RUN = (["--seed", "1"], r"^one SGD step \| loss \d\.\d{4} -> \d\.\d{4}$")
 
 
 def test_forward_gives_one_row_of_logits_per_input_row():

@@ -21,7 +21,7 @@ KEY_LINES = [r"^len\(dataset\): 10; dataset\[0\]: image \(8, 8\) torch.uint8, la
              r"^same seed, same split: True$"]
 BAD_RUN = (["--root", "no-such-folder"],
            "[Errno 2] No such file or directory: 'no-such-folder/index.csv'")
-FLAG_RUN = ["--seed", "1"]
+FLAG_RUN = (["--seed", "1"], r"^random_split: train 8, val 2, val indices \[\d, \d\]$")
 
 
 @pytest.fixture

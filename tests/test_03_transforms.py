@@ -6,12 +6,12 @@ import pickle
 
 import pytest
 import torch
-from PIL import Image
-from torchvision.transforms import v2
 
 from conftest import error_line, load_script, run_in_process
 
-m = load_script("03_transforms.py")
+# torchvision takes a second to import: only the test process that runs these tests imports it,
+# the one that runs the notebooks (test_scripts.py), which imports it anyway.
+pytestmark = pytest.mark.xdist_group("kernel")
 
 KEY_LINES = [r"^sample: image \(3, 32, 32\) torch.uint8, label 1 -> to_float: torch.float32 in "
              r"0\.\d\d\.\.1\.00$", r"^the sample is unchanged: True$",
@@ -25,14 +25,25 @@ KEY_LINES = [r"^sample: image \(3, 32, 32\) torch.uint8, label 1 -> to_float: to
              r"^  lambda +fails: (AttributeError|PicklingError)$"]  # 3.10-3.13 | 3.14
 BAD_RUN = (["--save-grid", "no/such/grid.png"],
            "--save-grid no/such/grid.png: [Errno 2] No such file or directory: 'no/such/grid.png'")
-FLAG_RUN = ["--save-grid", "grid.png"]
+FLAG_RUN = (["--save-grid", "grid.png"], r"^wrote grid.png$")
+
+
+@pytest.fixture(scope="module")
+def m():
+    return load_script("03_transforms.py")
+
+
+@pytest.fixture(scope="module")
+def v2():
+    from torchvision.transforms import v2
+    return v2
 
 
 def sample():
     return {"image": torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]), "label": 1}  # (1, 2, 2)
 
 
-def test_squares_are_uint8_images_with_a_square_of_the_labels_colour():
+def test_squares_are_uint8_images_with_a_square_of_the_labels_colour(m):
     samples = m.squares(4, size=16)  # the square: rows and columns 2..7
     assert len(samples) == 4 and [s["label"] for s in samples] == [0, 1, 2, 0]
     green = samples[1]["image"]
@@ -42,7 +53,7 @@ def test_squares_are_uint8_images_with_a_square_of_the_labels_colour():
     assert green[0, 15, 15] > green[0, 15, 0]  # brighter to the right
 
 
-def test_to_float_maps_0_255_to_0_1_and_leaves_the_input_alone():
+def test_to_float_maps_0_255_to_0_1_and_leaves_the_input_alone(m):
     raw = m.squares(1, size=8)[0]
     before = raw["image"].clone()
     out = m.to_float(raw)
@@ -51,7 +62,7 @@ def test_to_float_maps_0_255_to_0_1_and_leaves_the_input_alone():
     assert torch.equal(raw["image"], before) and raw["image"].dtype == torch.uint8
 
 
-def test_class_closure_and_partial_compute_the_hand_values():
+def test_class_closure_and_partial_compute_the_hand_values(m):
     ways = [m.ShiftScale(0.5, 0.25), m.make_shift_scale(0.5, 0.25),
             functools.partial(m.shift_scale, mean=0.5, std=0.25)]
     for transform in ways:
@@ -60,13 +71,13 @@ def test_class_closure_and_partial_compute_the_hand_values():
         assert out["label"] == 1
 
 
-def test_shift_scale_is_v2_normalize_with_one_mean_and_std_for_every_channel():
+def test_shift_scale_is_v2_normalize_with_one_mean_and_std_for_every_channel(m, v2):
     image = torch.rand(3, 4, 4)
     ours = m.shift_scale({"image": image}, 0.5, 0.25)["image"]
     torch.testing.assert_close(v2.Normalize([0.5] * 3, [0.25] * 3)(image), ours)
 
 
-def test_noise_follows_the_seed_and_the_images_dtype():
+def test_noise_follows_the_seed_and_the_images_dtype(m):
     noise, image = m.AddNoise(0.1), {"image": torch.zeros(3, 64, 64, dtype=torch.float64)}
     torch.manual_seed(3)
     first = noise(image)["image"]
@@ -76,7 +87,7 @@ def test_noise_follows_the_seed_and_the_images_dtype():
     assert first.dtype == torch.float64 and abs(first.std().item() - 0.1) < 0.01
 
 
-def test_plain_compose_calls_each_transform_in_turn_like_v2_compose():
+def test_plain_compose_calls_each_transform_in_turn_like_v2_compose(m, v2):
     steps = [v2.ToImage(), v2.RandomHorizontalFlip(p=1.0), v2.ToDtype(torch.float32, scale=True),
              m.ShiftScale(0.5, 0.25)]
     raw = m.squares(2, size=8)[1]
@@ -87,14 +98,14 @@ def test_plain_compose_calls_each_transform_in_turn_like_v2_compose():
         torch.testing.assert_close(out["image"].as_subclass(torch.Tensor), expected)
 
 
-def test_grid_has_a_row_before_and_a_row_after_in_0_1():
+def test_grid_has_a_row_before_and_a_row_after_in_0_1(m):
     grid = m.before_after(m.squares(3, size=16), m.to_float)
     assert grid.shape == (3, 2 * 18 + 2, 3 * 18 + 2)  # 2 px of padding around each image
     assert grid.min() >= 0 and grid.max() <= 1
     assert torch.equal(grid[:, 2:18], grid[:, 20:36])  # to_float changes nothing that is seen
 
 
-def test_class_partial_and_v2_compose_pickle_closure_lambda_and_compose_do_not():
+def test_class_partial_and_v2_compose_pickle_closure_lambda_and_compose_do_not(m, v2):
     shift, partial = m.ShiftScale(0.5, 0.25), functools.partial(m.shift_scale, mean=0.5, std=0.25)
     for transform in (shift, partial, v2.Compose([shift, partial])):
         assert m.pickles(transform) == "pickles"
@@ -108,6 +119,7 @@ def test_save_grid_writes_the_picture(tmp_path, monkeypatch, capsys):
     run_in_process("03_transforms.py", ["--save-grid", "grid.png"], monkeypatch, tmp_path)
     assert "wrote grid.png" in capsys.readouterr().out.splitlines()
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+    from PIL import Image
     with Image.open(tmp_path / "grid.png") as picture:
         assert (picture.format, picture.mode, picture.size) == ("PNG", "RGB", (138, 70))
 

@@ -35,7 +35,7 @@ if multiprocessing.get_start_method() != "fork":  # Python 3.14 on Linux: forkse
                           r"^RandomShift\(per_process=True\), 0 workers: "]
 BAD_RUN = (["--batch-size", "0"],
            "--batch-size 0: batch_size should be a positive integer value, but got batch_size=0")
-FLAG_RUN = ["--batch-size", "8"]
+FLAG_RUN = (["--batch-size", "8"], r"^one epoch: 8 batches, every sample once: True")
 
 
 def test_default_collate_turns_dict_samples_into_a_dict_of_batches():

@@ -19,14 +19,14 @@ KEY_LINES = [r"^3 tokens, 300 steps: loss 0\.00\d\d, predicts \[1, 2, 3\]$",
              r"^logits \[10, 0, 0\], target 2: cross_entropy 10\.00009, gradient norm 1\.4$",
              r"^state carried without detach\(\): RuntimeError: Trying to backward through the "
              r"graph a second time$",
-             r"^step   100 \| loss \d\.\d{4}$", r"^step   400 \| loss 0\.\d{4}$",
-             r"^trained on (cpu|cuda|mps): 400 steps, [\d,]+ tokens/s$",
+             r"^step    75 \| loss \d\.\d{4}$", r"^step   300 \| loss 0\.\d{4}$",
+             r"^trained on (cpu|cuda|mps): 300 steps, [\d,]+ tokens/s$",
              r"^after held-out text:$", r"^\d{4} \d{4} \d{4} \d{4}$",
              r"^held-out lines it counts on from their first number: ([5-9]\d|100) of 100$",
              r"^held out: the last 16,000 characters, never trained on$",
              r"^loss=0\.4\d{3} baseline=2\.38\d\d accuracy=8\d\.\d%$"]  # loss < 0.5 x baseline
 BAD_RUN = (["--batch-size", "0"], "argument --batch-size: must be in 1..1024, got 0")
-FLAG_RUN = ["--steps", "40"]
+FLAG_RUN = (["--steps", "40"], r"^trained on \w+: 40 steps, [\d,]+ tokens/s$")
 LAST = re.compile(r"^loss=([\d.]+) baseline=([\d.]+) accuracy=([\d.]+)%$")
 
 
@@ -209,13 +209,14 @@ def english_prose() -> str:
 
 def test_a_few_kb_of_prose_beats_the_bigram_baseline_on_what_was_held_out(tmp_path, capsys,
                                                                             monkeypatch):
+    """`--text-file` with the other flags as they are: dropout keeps 7 KB from being learned by
+    heart in 300 steps (without it, by 600 steps the held-out loss is above the baseline's)."""
     (tmp_path / "prose.txt").write_text(english_prose(), encoding="utf-8")
-    run_in_process("05_lstm.py", ["--text-file", "prose.txt", "--steps", "600"], monkeypatch,
-                   tmp_path)
+    run_in_process("05_lstm.py", ["--text-file", "prose.txt"], monkeypatch, tmp_path)
     lines = capsys.readouterr().out.splitlines()
     assert re.match(r"^held out: the last \d{3} characters, never trained on$", lines[-2])
     loss, baseline, _ = map(float, LAST.match(lines[-1]).groups())
-    assert loss < baseline - 0.25, lines[-1]
+    assert loss < baseline - 0.5, lines[-1]
 
 
 def test_the_lesson_goes_on_after_a_ctrl_c_in_training(tmp_path, monkeypatch, capsys):
