@@ -55,3 +55,15 @@ def error_line(name: str, argv: list[str], monkeypatch, capsys, cwd: Path | None
     last = err.rstrip("\n").splitlines()[-1]
     assert last.startswith(f"{name}: error: ") and err.count("error: ") == 1, err
     return last.removeprefix(f"{name}: error: ")
+
+
+def ctrl_c_at_step(monkeypatch, optimizer: type, n: int) -> None:
+    """The n-th `step()` of this optimizer class raises KeyboardInterrupt, as a Ctrl-C would."""
+    step, calls = optimizer.step, []
+
+    def step_until_ctrl_c(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(optimizer, "step", step_until_ctrl_c)

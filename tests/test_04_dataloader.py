@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from conftest import ROOT, load_script, run_in_process
+from conftest import ROOT, ctrl_c_at_step, load_script, run_in_process
 
 m = load_script("04_dataloader.py")
 needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
@@ -174,14 +174,7 @@ def test_a_notebook_where_workers_would_spawn_loads_in_this_process(monkeypatch,
 
 
 def test_the_lesson_goes_on_after_a_ctrl_c_in_training(tmp_path, monkeypatch, capsys):
-    step, steps = torch.optim.SGD.step, []
-
-    def step_until_ctrl_c(self, *args, **kwargs):
-        steps.append(1)
-        if len(steps) == 20:  # in epoch 2 (16 batches an epoch)
-            raise KeyboardInterrupt
-        return step(self, *args, **kwargs)
-    monkeypatch.setattr(torch.optim.SGD, "step", step_until_ctrl_c)
+    ctrl_c_at_step(monkeypatch, torch.optim.SGD, 20)  # in epoch 2 (16 batches an epoch)
     run_in_process("04_dataloader.py", ["--num-workers", "0"], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     assert "training, loading in this process\nepoch 1 | train loss " in out

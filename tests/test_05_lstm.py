@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import error_line, load_script, run_in_process
+from conftest import ctrl_c_at_step, error_line, load_script, run_in_process
 
 m = load_script("05_lstm.py")
 
@@ -220,14 +220,7 @@ def test_a_few_kb_of_prose_beats_the_bigram_baseline_on_what_was_held_out(tmp_pa
 
 
 def test_the_lesson_goes_on_after_a_ctrl_c_in_training(tmp_path, monkeypatch, capsys):
-    step, steps = torch.optim.Adam.step, []
-
-    def step_until_ctrl_c(self, *args, **kwargs):
-        steps.append(1)
-        if len(steps) == 300 + 20:  # the three tokens' 300, then 19 of the text's
-            raise KeyboardInterrupt
-        return step(self, *args, **kwargs)
-    monkeypatch.setattr(torch.optim.Adam, "step", step_until_ctrl_c)
+    ctrl_c_at_step(monkeypatch, torch.optim.Adam, 300 + 20)  # the three tokens' 300, then 19
     run_in_process("05_lstm.py", ["--steps", "100"], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     assert "\nCtrl-C: training stopped after 19 steps; going on with the model as it is\n" in out
