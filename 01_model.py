@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 01 - A model: `nn.Module`, autograd and one training step
 # A model is a class: `__init__` makes the layers, `forward` uses them. Autograd computes the
-# gradients, an optimizer applies them, and a `state_dict` saves the weights.
+# gradients, an optimizer applies them, and a `state_dict` saves the weights (and buffers).
 # Run: `python 01_model.py` (try `--seed 1`, `--device cpu`; `--help` lists the flags)
 
 # %%
@@ -21,8 +21,8 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser = argparse.ArgumentParser(description="A model, autograd and one training step.")
     parser.add_argument("--device", choices=devices, default=devices[-1])
     parser.add_argument("--seed", type=int, default=0)
-    # flags from `python 01_model.py --seed 1` or `%run 01_model.py --seed 1`; a notebook: defaults
-    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
+    # flags from `python 01_model.py --seed 1` or `%run 01_model.py --seed 1`; a kernel: defaults
+    args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     print(f"device: {device}")
@@ -30,7 +30,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 # %% [markdown]
 # ## A model is a class: layers in `__init__`, the computation in `forward`
 # A layer assigned to `self` is registered: `parameters()`, `.to(device)` and `state_dict()` find
-# it. Call `model(x)`, not `model.forward(x)`: the call also runs PyTorch's hooks. Pitfall: layers
+# it. Call `model(x)`, not `model.forward(x)`: the call also runs registered hooks. Pitfall: layers
 # in a plain Python list are not registered, so they never train; `nn.ModuleList` registers them.
 
 # %%
@@ -47,14 +47,14 @@ class MLP(nn.Module):
 
 
 if __name__ == "__main__":
-    model = MLP(4, 16, 3).to(device)  # on its device before an optimizer is made
-    x = torch.randn(8, 4).to(device)  # a batch of 8 rows of 4 features
+    model = MLP(4, 16, 3).to(device)  # moves the module; then make its optimizer
+    x = torch.randn(8, 4).to(device)  # a batch of 8 rows of 4 features; .to() returns a copy
     print(f"x {tuple(x.shape)} -> model(x) {tuple(model(x).shape)}")
     for name, p in model.named_parameters():
         print(f"  {name:10} {tuple(p.shape)}")
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     seq = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
-    print(f"nn.Sequential: the same shapes, keys by position: {list(seq.state_dict())}")
+    print(f"nn.Sequential: keys by position (ReLU, Dropout: none): {list(seq.state_dict())}")
 
 # %%
 if __name__ == "__main__":  # the pitfall, happening
@@ -71,7 +71,7 @@ if __name__ == "__main__":  # the pitfall, happening
 # %% [markdown]
 # ## Initial weights: `nn.init` and `model.apply`
 # `nn.Linear` starts uniform in +-1/sqrt(fan_in). `model.apply(fn)` calls fn on every submodule;
-# Kaiming's normal init (std sqrt(2 / fan_in)) keeps activations' scale steady through ReLUs.
+# Kaiming's normal init (std sqrt(2 / fan_in)) keeps the variance steady through ReLU layers.
 
 # %%
 def init_weights(module: nn.Module) -> None:
@@ -88,9 +88,9 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Autograd, checked by hand
-# `loss.backward()` fills `.grad` of each `requires_grad=True` tensor (parameters are) the loss
+# `loss.backward()` fills `.grad` of each leaf `requires_grad=True` tensor (parameters) the loss
 # depends on. For L = (w*x + b - t)^2 with x=2, w=3, b=1, t=4: dL/dw = 2(wx + b - t)x = 12, dL/db
-# = 2(wx + b - t) = 6. A second `backward()` adds to `.grad`: hence `zero_grad()` in each step.
+# = 2(wx + b - t) = 6. A second `backward()` adds to `.grad`: hence `optimizer.zero_grad()`.
 
 # %%
 if __name__ == "__main__":
@@ -98,13 +98,14 @@ if __name__ == "__main__":
     loss = (w * 2.0 + b - 4.0) ** 2
     loss.backward()
     print(f"L={loss.item():g}: dL/dw={w.grad.item():g}, dL/db={b.grad.item():g} (by hand: 12, 6)")
-    ((w * 2.0 + b - 4.0) ** 2).backward()  # again, with no zero_grad() in between
+    ((w * 2.0 + b - 4.0) ** 2).backward()  # a new graph (backward() freed the first), same grads
     print(f"backward() again: dL/dw={w.grad.item():g} (12 + 12: gradients add up)")
 
 # %% [markdown]
 # ## One training step, and evaluation
 # Clear the old gradients, compute the loss, backpropagate, step. `train()` turns dropout (and
-# batch norm's batch statistics) on, `eval()` off; `torch.inference_mode()` records no graph.
+# batch norm's batch statistics) on, `eval()` off; `eval()` still records a graph, and
+# `torch.inference_mode()` records none.
 
 # %%
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -139,8 +140,8 @@ if __name__ == "__main__":
 # ## Saving and loading the weights
 # Save the `state_dict`, a dict of tensors, and load it into a model built from your class.
 # `weights_only=True` (the default since torch 2.6) unpickles only tensors, plain Python values, a
-# few safe types (`OrderedDict`, `torch.Size`, dtypes, ...) and what `add_safe_globals` allows, so
-# loading runs no code (torch 2.10 fixed a hole in it, CVE-2026-24747). Pitfall: `torch.save(model)`
+# few safe types (`OrderedDict`, `torch.Size`, dtypes, ...) and what `add_safe_globals` allows: no
+# arbitrary code runs (torch 2.10 fixed a hole in it, CVE-2026-24747). Pitfall: `torch.save(model)`
 # pickles the object itself, which a safe load refuses.
 
 # %%

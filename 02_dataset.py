@@ -19,20 +19,20 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser.add_argument("--root", type=Path, help="index.csv and .npy files; default: an example")
     parser.add_argument("--seed", type=int, default=0)
     # flags: `python 02_dataset.py --seed 1` or `%run 02_dataset.py --seed 1`; a notebook: defaults
-    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
+    args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
 
 # %% [markdown]
 # ## The folder: `index.csv` and one `.npy` file per sample
 # `index.csv` has the header `file,label`, then a row per sample: a path in the folder and a class
-# number; each file holds one image, a 2-D uint8 array. The readers raise a `ValueError` naming the
-# file and line of what they cannot use; `allow_pickle=False` (numpy's default): no code runs.
+# number; each file holds one image, a 2-D uint8 array. What the readers cannot use raises OSError,
+# or a ValueError naming the file (and line); `allow_pickle=False` (numpy's default): no code runs.
 
 # %%
 def read_index(root: Path) -> list[tuple[Path, int]]:
-    """[(path, label), ...] from root/index.csv; raises OSError, or ValueError naming file:line."""
+    """[(path, label), ...] from root/index.csv; raises OSError, or ValueError naming the file."""
     index, rows = root / "index.csv", []
     with open(index, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" too
-        reader = csv.reader(f, strict=True)  # strict: a stray quote is an error, not a merged row
+        reader = csv.reader(f, strict=True)  # strict: an unclosed quote is an error, not a long row
         try:
             if next(reader, None) != ["file", "label"]:
                 raise ValueError(f"{index}:1: the first line must be the header 'file,label'")
@@ -44,6 +44,8 @@ def read_index(root: Path) -> list[tuple[Path, int]]:
             raise ValueError(f"{index}:{reader.line_num}: {e}") from None
         except UnicodeDecodeError:  # e.g. Excel's plain "CSV", in a legacy code page
             raise ValueError(f"{index}: not UTF-8 text (Excel: save as \"CSV UTF-8\")") from None
+    if not rows:
+        raise ValueError(f"{index}: no rows after the header")
     return rows
 
 
@@ -52,10 +54,12 @@ def load_image(path: Path) -> torch.Tensor:
     with open(path, "rb") as f:
         try:
             array = np.load(f, allow_pickle=False)
-        except (ValueError, EOFError) as e:  # not .npy, cut short, or an array of objects
-            raise ValueError(f"{path}: not a .npy array ({e})") from None
-    if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D uint8 array (an .npz archive is not one)")
+        except (ValueError, EOFError, MemoryError):  # not .npy, cut short, objects, a huge header
+            raise ValueError(f"{path}: not a readable .npy file") from None
+    if not isinstance(array, np.ndarray):  # np.load read an .npz archive
+        raise ValueError(f"{path}: an .npz archive, not a .npy array")
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D uint8 array, got {array.dtype} {array.shape}")
     return torch.from_numpy(array)
 
 
@@ -72,10 +76,10 @@ def write_example_folder(root: Path, n: int = 10, seed: int = 0) -> Path:  # lab
 
 # %% [markdown]
 # ## A map-style Dataset
-# `__init__` reads the small index (`__len__` needs it); `__getitem__` loads one sample when asked.
-# Loading all images in `__init__` (torchvision's MNIST does) is right when they fit in memory.
-# `for sample in dataset` calls `__getitem__(0)`, `(1)`, ... until an `IndexError`. Pitfall: a
-# `__getitem__` that wraps around (`idx % len`) never raises it, and the loop never ends.
+# `__init__` reads the small index (`__len__` needs it); `__getitem__` loads one sample when asked
+# (loading all in `__init__`, as torchvision's MNIST does, is right when they fit in memory), and
+# applies `transform=`, a function from sample to sample (03). `for sample in dataset` calls
+# `__getitem__(0)`, `(1)`, ... until an `IndexError`: one wrapping around (`idx % len`) never ends.
 
 # %%
 class FolderDataset(Dataset):
@@ -100,16 +104,12 @@ if __name__ == "__main__":
         samples = list(dataset)  # reads every file once
     except (OSError, ValueError) as e:
         parser.error(str(e))
-    sample = dataset[0]
+    sample = samples[0]  # dataset[0]
     print(f"len(dataset): {len(dataset)}; dataset[0]: image {tuple(sample['image'].shape)} "
           f"{sample['image'].dtype}, label {sample['label']}; list(dataset): {len(samples)} items")
 
-# %% [markdown]
-# ## `transform=`: change each sample as it is loaded
-# A function from a sample to a sample (03 has more): uint8 0..255 becomes float32 0..1 here.
-
 # %%
-def to_float(sample: dict) -> dict:
+def to_float(sample: dict) -> dict:  # a transform: uint8 0..255 to float32 0..1
     return {**sample, "image": sample["image"].float() / 255}  # a new dict: the input is kept
 
 
@@ -119,8 +119,9 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## An IterableDataset: a stream, no random access
-# For data that only streams (a socket, a file too big to index), implement `__iter__`; `__len__`
-# is optional. With DataLoader workers, each runs its own `__iter__`: 04 shows the split.
+# For records read one after another (a socket, a generator), implement `__iter__`; `__len__` is
+# optional. DataLoader workers each run their own `__iter__`, and would each yield everything
+# unless `__iter__` splits the work by `torch.utils.data.get_worker_info()`.
 
 # %%
 class FolderStream(IterableDataset):
@@ -141,9 +142,8 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Train and validation: `random_split`
 # It shuffles the indices and cuts them into the lengths given (or fractions, `[0.8, 0.2]`); its
-# own seeded generator keeps other draws from shifting the split. It returns `Subset`s of the same
-# dataset, which share its transform: give each part a dataset with its own, or training's
-# augmentation reaches validation.
+# own seeded generator keeps other draws from shifting the split. Its `Subset`s share the dataset's
+# transform: give each part its own dataset, or training's augmentation reaches validation.
 
 # %%
 def split(dataset: Dataset, num_val: int, seed: int) -> list[Subset]:
@@ -155,6 +155,6 @@ if __name__ == "__main__":
     train, val = split(dataset, max(1, len(dataset) // 5), args.seed)  # a fifth for validation
     print(f"random_split: train {len(train)}, val {len(val)}, val indices {sorted(val.indices)}")
     print(f"same seed, same split: {split(dataset, len(val), args.seed)[1].indices == val.indices}")
-    train = Subset(FolderDataset(root, transform=to_float), train.indices)  # yours + augmentation
-    val = Subset(FolderDataset(root, transform=to_float), val.indices)  # the same indices
+    train = Subset(FolderDataset(root, transform=to_float), train.indices)  # + augmentation
+    val = Subset(FolderDataset(root, transform=to_float), val.indices)  # without
     folder.cleanup()

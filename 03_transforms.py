@@ -20,7 +20,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser.add_argument("--save-grid", type=Path, help="write the images to it, e.g. grid.png")
     parser.add_argument("--seed", type=int, default=0)
     # flags: `python 03_transforms.py --seed 1` or `%run 03_transforms.py --seed 1`; notebook: none
-    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
+    args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
     torch.manual_seed(args.seed)
 
 # %% [markdown]
@@ -31,7 +31,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 
 # %%
 def squares(n: int, size: int = 32) -> list[dict]:
-    """n uint8 images (3, size, size), as `decode_image` gives: a red, green or blue square."""
+    """n uint8 images (3, size, size), as `decode_image` gives: an RGB square on a grey ramp."""
     x = torch.arange(size).expand(size, size)  # (H, W): each pixel's column
     images = (40 + x * 160 // size).to(torch.uint8).repeat(n, 3, 1, 1)  # (n, 3, H, W)
     for i in range(n):
@@ -85,11 +85,12 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## A random transform, composing, and a look at them
 # Draw with torch: `torch.randn_like(image)` follows the image's device and dtype (it needs a
-# float image); `torch.manual_seed` sets it and DataLoader seeds it in each worker (04).
-# `v2.Compose` calls each transform in turn, torchvision's and ours: v2 transforms change the
-# dict's image and pass the label through. `ToImage` (no copy) then `ToDtype(float32, scale=True)`
-# replace the deprecated `ToTensor`; crop and flip before them, on uint8: 4x fewer bytes to move.
-# `make_grid(..., normalize=True, scale_each=True)` stretches each image to 0..1 to be seen.
+# float image); `torch.manual_seed` sets torch's generator and DataLoader seeds it in each worker.
+# `v2.Compose` calls each transform in turn, torchvision's and ours. v2 transforms take the dict:
+# with no `tv_tensors.Image` in it, the first plain tensor (`image`) is the image, and the int label
+# passes through. `ToImage` then `ToDtype(float32, scale=True)` replace `ToTensor` (deprecated in
+# v2); crop and flip before `ToDtype`, on uint8: 4x fewer bytes to move. `make_grid(...,
+# normalize=True, scale_each=True)` stretches each image to 0..1, to show shapes, not values.
 
 # %%
 class AddNoise:
@@ -101,7 +102,7 @@ class AddNoise:
         return {**sample, "image": image + self.std * torch.randn_like(image)}
 
 
-def compose(*transforms):  # what v2.Compose does, in three lines
+def compose(*transforms):  # what v2.Compose does with one sample, in three lines
     def composed(sample: dict) -> dict:
         for transform in transforms:
             sample = transform(sample)
@@ -113,7 +114,8 @@ def before_after(samples: list[dict], transform) -> torch.Tensor:
     """The images above, the same after `transform` below: one (3, H, W) picture in 0..1."""
     before = [to_float(sample)["image"] for sample in samples]
     after = [transform(sample)["image"] for sample in samples]
-    return make_grid(torch.stack(before + after), len(samples), normalize=True, scale_each=True)
+    return make_grid(torch.stack(before + after), nrow=len(samples), normalize=True,
+                     scale_each=True)
 
 
 if __name__ == "__main__":
@@ -139,13 +141,14 @@ if __name__ == "__main__":
 # Workers started with spawn (macOS, Windows) or forkserver (Linux from Python 3.14) receive the
 # Dataset and its transform through multiprocessing's pickler: tensors by shared memory, functions
 # and classes as `pickle.dumps` does, by importable name, which a closure or lambda lacks. So chain
-# with `v2.Compose`, not `compose()`. Keep such a class in a .py file with a name `import` can
-# spell (copy it into `my_transforms.py`), not in a notebook cell. With fork, nothing is pickled.
+# with `v2.Compose`, not `compose()`. The worker imports the class by that name: keep it in a .py
+# file, not a notebook cell (and `import 03_transforms` is a SyntaxError: copy it into, say,
+# `my_transforms.py`). With fork, the Dataset is inherited, not pickled.
 
 # %%
 def pickles(transform) -> str:
     try:
-        pickle.loads(pickle.dumps(transform))  # what a spawn or forkserver worker needs
+        pickle.loads(pickle.dumps(transform))  # needed, not enough: the worker imports it too
     except (AttributeError, pickle.PicklingError) as e:  # a closure: PicklingError from 3.14
         return f"fails: {type(e).__name__}"
     return "pickles"

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 04 - DataLoader: batches from a Dataset, for a training loop
 # A DataLoader shuffles a Dataset, collates samples into batches and can load them in worker
-# processes while the model trains. The basic loop first, then training, then the options.
+# processes while the model trains. The basic loop, training, the options, randomness in workers.
 # Run: `python 04_dataloader.py` (try `--num-workers 0`, `--multiprocessing-context spawn`)
 
 # %%
@@ -16,18 +16,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-if __name__ == "__main__":  # not on import, nor in spawn or forkserver workers (they import it)
+if __name__ == "__main__":  # not on import, nor in spawn or forkserver workers, which import it
     found = torch.accelerator.current_accelerator(check_available=True)  # None: no accelerator
     devices = ["cpu", found.type] if found else ["cpu"]
     parser = argparse.ArgumentParser(description="DataLoader: batches for a training loop.")
     parser.add_argument("--device", choices=devices, default=devices[-1])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, choices=range(17), default=2, metavar="0..16")
-    parser.add_argument("--multiprocessing-context", help="how workers start; default: the OS's",
+    parser.add_argument("--multiprocessing-context", help="how workers start; default: Python's",
                         choices=multiprocessing.get_all_start_methods())
     parser.add_argument("--seed", type=int, default=0)
     # flags: `python 04_dataloader.py --num-workers 0` or `%run 04_dataloader.py ...`; notebook: no
-    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
+    args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     print(f"device: {device}")
@@ -36,7 +36,7 @@ if __name__ == "__main__":  # not on import, nor in spawn or forkserver workers 
 # ## The basic loop
 # `DataLoader(dataset, batch_size=4, shuffle=True)` draws a new order each epoch and hands out the
 # samples a batch at a time: `for batch in loader:` is one epoch. The default `collate_fn` turns a
-# list of dict samples into one dict of stacked tensors, with a new first dimension B.
+# list of dict samples into one dict: tensors stacked, numbers made a tensor, a new first dim B.
 
 # %%
 class Points(Dataset):
@@ -72,11 +72,12 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Training with workers, then evaluation
 # `num_workers=2` loads batches in two processes while the model trains. fork (Linux's default to
-# Python 3.13) copies this process, in milliseconds; spawn (macOS, Windows) and forkserver (Linux
-# from 3.14) start a Python that imports torch and this file and is sent the Dataset pickled (not
-# a closure: 03), seconds a worker. So `persistent_workers=True` keeps them until the loader goes
-# (here: when `fit` returns). With `pin_memory=True`, `.to(device, non_blocking=True)` copies to a
-# CUDA GPU while the CPU goes on. `evaluate` divides by the samples seen, not batches.
+# Python 3.13) copies this process, in milliseconds. spawn (macOS, Windows) starts a new Python,
+# forkserver (Linux from 3.14) forks a server's; each worker is sent the Dataset pickled (no
+# closures: 03) and imports this file and torch, seconds each (from Python 3.13.8 and 3.14.1 the
+# server does it once). `persistent_workers=True` keeps workers until the loader goes (here when
+# `fit` returns). With `pin_memory=True`, `.to(device, non_blocking=True)` copies to a CUDA GPU
+# while the CPU goes on. `evaluate` divides by the samples seen, not by the batches.
 
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> float:
@@ -100,7 +101,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, ep
     """Train, loading in num_workers processes started by `context`; Ctrl-C stops it early."""
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size, shuffle=True, num_workers=num_workers,
-                        multiprocessing_context=context if num_workers else None,
+                        multiprocessing_context=context if num_workers else None,  # refused
                         persistent_workers=num_workers > 0, pin_memory=device.type == "cuda")
     try:
         for epoch in range(1, epochs + 1):
@@ -127,7 +128,7 @@ def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
 if __name__ == "__main__":
     workers = args.num_workers
     context = args.multiprocessing_context or multiprocessing.get_start_method()
-    if workers and context != "fork" and "ipykernel_launcher" in sys.argv[0]:
+    if workers and context != "fork" and sys.argv[0].endswith("kernel_launcher.py"):
         print(f"in a notebook, {context} workers cannot import classes made in its cells: no "
               f"workers here (`%run 04_dataloader.py` can have them)")
         workers = 0
@@ -141,9 +142,9 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Options: `drop_last`, `generator` and `collate_fn`
 # `drop_last=True` drops a short last batch (in training, `BatchNorm1d` raises for one row).
-# `generator=` gives the shuffle a seeded generator of its own: other draws before it (a new layer,
-# dropout) cannot shift the order. A `collate_fn` replaces collation: sequences of different
-# lengths cannot be stacked, so pad them to the longest and keep the lengths (for an RNN).
+# `generator=` gives the shuffle (and the workers' seeds) a seeded generator of its own: a new
+# order each epoch, the same orders each run, whatever was drawn before. A `collate_fn` replaces
+# collation: sequences of different lengths cannot be stacked, so pad them and keep the lengths.
 
 # %%
 def pad_collate(batch: list[dict]) -> dict:
@@ -157,25 +158,24 @@ def epoch_order(loader: DataLoader) -> list[int]:
 
 
 if __name__ == "__main__":
-    dropped = DataLoader(train_set, batch_size=args.batch_size, drop_last=True)
-    print(f"{len(train_set)} samples in batches of {args.batch_size}: {len(loader)} batches, with "
-          f"drop_last=True {len(dropped)}")
+    batches = [len(DataLoader(train_set, args.batch_size, drop_last=d)) for d in (False, True)]
+    print(f"{len(train_set)} samples in batches of {args.batch_size}: {batches[0]} batches, "
+          f"with drop_last=True {batches[1]}")
     orders = [epoch_order(DataLoader(train_set, args.batch_size, shuffle=True,
                                      generator=torch.Generator().manual_seed(args.seed)))
               for _ in range(2)]
     print(f"two loaders, generators seeded {args.seed}: the same order: {orders[0] == orders[1]}")
-    sequences = [{"tokens": torch.arange(1, n + 1)} for n in (3, 5, 1)]  # a list: a Dataset too
+    sequences = [{"tokens": torch.arange(1, n + 1)} for n in (3, 5, 1)]  # a list serves as one
     padded = next(iter(DataLoader(sequences, batch_size=3, collate_fn=pad_collate)))
     print(f"pad_collate: tokens (B, T_max) {tuple(padded['tokens'].shape)}, lengths "
           f"{padded['lengths'].tolist()}, row 0 {padded['tokens'][0].tolist()}")
 
 # %% [markdown]
 # ## Randomness in workers
-# DataLoader seeds torch, `random` and numpy's global generator in each worker with `base_seed` +
-# worker id (`base_seed` is drawn once per `iter(loader)`: persistent workers keep drawing on). A
-# generator object, such as a transform's `np.random.default_rng(seed)`, is copied into every
-# worker as it is: each draws the same numbers. Draw with torch (03), or make the generator in the
-# process that draws from it, from torch's seed there, which differs from worker to worker.
+# DataLoader seeds torch and `random` in each worker with `base_seed` + worker id (numpy's global
+# generator too); each new iterator draws a `base_seed`, which persistent workers keep. A generator
+# object (`np.random.default_rng(seed)` in a transform) is copied into every worker as is: all draw
+# the same. Draw with torch (03), or make it in the worker from its seed, as `__call__` does here.
 
 # %%
 class RandomShift:

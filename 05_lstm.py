@@ -1,8 +1,7 @@
 # %% [markdown]
 # # 05 - An LSTM that predicts the next character
-# `nn.LSTM` learns which character comes next: three tokens and two classic mistakes, then a text
-# with a rule to learn, scored on a part it never trained on. Run: `python 05_lstm.py` (try
-# `--text-file notes.txt --steps 600`, `--temperature 0.8`)
+# `nn.LSTM` learns which character comes next: three tokens, two classic mistakes, then a rule
+# learned and scored on text it never saw. Run: `python 05_lstm.py` (or `--text-file notes.txt`)
 
 # %%
 import argparse
@@ -33,7 +32,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser.add_argument("--temperature", type=number_in(float, 0.01, 100), help="default: greedy")
     parser.add_argument("--seed", type=int, default=0)
     # flags: `python 05_lstm.py --steps 100` or `%run 05_lstm.py --steps 100`; a notebook: none
-    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
+    args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
 
 # %% [markdown]
 # ## The model: one-hot characters in, log-probabilities out
@@ -41,7 +40,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 # log-probabilities out, for `nll_loss`. First three tokens, [3, 1, 2] of 4, each step's target
 # the next token, [1, 2, 3]. Then two mistakes: a target of shape (3, 1) is refused; and `nll_loss`
 # (without `weight=`) averages `-input[target]`, so fed `softmax`'s probabilities it gives minus
-# their mean, in [-1, 0]: a fine-looking loss, with no gradient when sure and wrong.
+# their mean, in [-1, 0]: a fine-looking loss, with almost no gradient when sure and wrong.
 
 # %%
 class CharLSTM(nn.Module):
@@ -83,7 +82,7 @@ if __name__ == "__main__":  # on the CPU: a GPU only slows a model this small
 # ## A text, and a part held out
 # On its training text a model can look good by memorising, so the last tenth is held out. The
 # default text's lines count on from a random four-digit number, `4825 4826 4827 4828`: only the
-# first is unpredictable, so the best loss possible is ln(8996) / 20 = 0.4552 nats a character.
+# first is unpredictable, so the best expected loss is ln(8996) / 20 = 0.4552 nats a character.
 # The baseline is a bigram model. `--text-file` drops a BOM and reads \r\n and \r as `\n`.
 
 # %%
@@ -113,9 +112,9 @@ if __name__ == "__main__":
     try:  # your --text-file: what cannot be used is one error line
         text = read_text(args.text_file) if args.text_file else counting_text(8000, args.seed)
         cut = text.rfind("\n", 0, len(text) * 9 // 10) + 1 or len(text) * 9 // 10  # a line start
-        train_text, held_out_text = text[:cut], text[cut:]  # the last tenth held out
-        if min(len(train_text), len(held_out_text)) < 2 * args.batch_size:
-            raise ValueError(f"{len(text):,} characters, too few to hold a tenth out")
+        train_text, held_out_text = text[:cut], text[cut:]  # about the last tenth held out
+        if len(held_out_text) < 2 or len(train_text) < 17 * args.batch_size:
+            raise ValueError(f"{len(text):,} characters: too few to hold a tenth out, 17 a piece")
     except (OSError, ValueError) as e:
         parser.error(f"--text-file {args.text_file}: {e}")
     vocab = sorted(set(text))
@@ -128,17 +127,17 @@ if __name__ == "__main__":
 # ## Training that carries the state
 # The text is cut into `batch_size` pieces side by side, read `seq_len` characters at a time: the
 # state a window ends with starts the next (truncated backpropagation through time). It holds the
-# last window's graph: `detach()` keeps the values and cuts the graph, or `backward()` fails. A
-# gradient longer than 1 is scaled to 1, so one bad batch cannot throw the weights (or Adam's
-# averages); dropout keeps a text of a few KB from being learned by heart. Ctrl-C stops training.
+# last window's graph: `detach()` keeps the values and cuts the graph, or `backward()` fails. All
+# gradients together longer than 1 are scaled to length 1: one bad batch cannot blow up Adam's
+# averages. Dropout makes learning a short text by heart harder. Ctrl-C stops the training.
 # Evaluation scores what the baseline scored; generation feeds back each character it picks.
 
 # %%
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, steps: int,
           seq_len: int, log_every: int = 100) -> int:
-    """Steps over data (T, B), seq_len a step, the state carried; returns the steps done."""
+    """Steps over data (T, B), seq_len a step, the state carried; returns the tokens used."""
     model.train()
-    data, state, i, done = data.to(next(model.parameters()).device), None, 0, 0
+    data, state, i, done, tokens = data.to(next(model.parameters()).device), None, 0, 0, 0
     try:
         while done < steps:
             if i + 2 > len(data):  # the end of the pieces: back to their start, from zero
@@ -147,17 +146,17 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor
             x, y = data[i : i + t], data[i + 1 : i + 1 + t]  # y: x's next characters, (t, B)
             log_probs, state = model(x, state)
             state = tuple(s.detach() for s in state)  # the values, without their history
-            loss = F.nll_loss(log_probs.flatten(0, 1), y.flatten())  # mean over t * B
+            loss = F.nll_loss(log_probs.flatten(0, 1), y.flatten())  # (t*B, V), (t*B,): the mean
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             optimizer.step()
-            i, done = i + t, done + 1
+            i, done, tokens = i + t, done + 1, tokens + y.numel()
             if done % log_every == 0:  # .item() waits for the GPU: not every step
                 print(f"step {done:5d} | loss {loss.item():.4f}")
     except KeyboardInterrupt:
         print(f"Ctrl-C: training stopped after {done} steps; going on with the model as it is")
-    return done
+    return tokens
 
 
 if __name__ == "__main__":
@@ -172,9 +171,9 @@ if __name__ == "__main__":
         print(f"state carried without detach(): RuntimeError: {str(e).split(' (')[0]}")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     start = time.perf_counter()
-    done = train(model, optimizer, data, args.steps, args.seq_len, max(1, args.steps // 4))
-    rate = done * args.batch_size * args.seq_len / (time.perf_counter() - start)
-    print(f"trained on {args.device}: {done} steps, {rate:,.0f} tokens/s")
+    tokens = train(model, optimizer, data, args.steps, args.seq_len, max(1, args.steps // 4))
+    rate = tokens / (time.perf_counter() - start)
+    print(f"trained on {args.device}: {tokens:,} tokens, {rate:,.0f} tokens/s")
 
 # %%
 @torch.inference_mode()
@@ -200,7 +199,7 @@ def generate(model: nn.Module, prompt: str, length: int, vocab: list[str],
     log_probs, state = model(torch.tensor([[vocab.index(c)] for c in prompt], device=device))
     out = []
     for _ in range(length):
-        scores = log_probs[-1, 0].double().cpu()  # (V,); drawn on the CPU: the same on any device
+        scores = log_probs[-1, 0]  # (V,): log-probabilities; a temperature scales them
         out.append(int(scores.argmax() if temperature is None else
                        torch.multinomial(F.softmax(scores / temperature, dim=-1), 1)))
         log_probs, state = model(torch.tensor([[out[-1]]], device=device), state)
@@ -208,7 +207,7 @@ def generate(model: nn.Module, prompt: str, length: int, vocab: list[str],
 
 
 if __name__ == "__main__":
-    prompt = held_out_text[: held_out_text.find("\n") + 6]  # a held-out line, and 5 more
+    prompt = held_out_text[: held_out_text.find("\n") + 6]  # a held-out line, 5 of the next
     print(f"after held-out text:\n{prompt}{generate(model, prompt, 150, vocab, args.temperature)}")
     if not args.text_file:  # each held-out line from its first number, after the line before
         lines = held_out_text.splitlines(keepends=True)
@@ -216,5 +215,6 @@ if __name__ == "__main__":
                     for a, b in zip(lines[:100], lines[1:101]))
         print(f"held-out lines it counts on from their first number: {right} of 100")
     loss, accuracy = evaluate(model, held_out)
-    print(f"held out: the last {len(held_out):,} characters, never trained on")
+    best = "" if args.text_file else "; the best expected loss: 0.4552"
+    print(f"held out: the last {len(held_out):,} characters, never trained on{best}")
     print(f"loss={loss:.4f} baseline={baseline:.4f} accuracy={accuracy:.1%}")

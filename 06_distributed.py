@@ -27,19 +27,19 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser.add_argument("--snapshot", type=Path, help="save each epoch here; resume from it")
     parser.add_argument("--seed", type=int, default=0)
     # flags: `python 06_distributed.py --epochs 2` or `%run 06_distributed.py ...`; notebook: no
-    args = parser.parse_args([] if "ipykernel_launcher" in sys.argv[0] else None)
+    args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
     torch.manual_seed(args.seed)
 
 # %% [markdown]
 # ## One process per device: `init_process_group`
 # `torchrun` gives each process `RANK` (0..world-1), `LOCAL_RANK` (its place on this machine),
 # `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`; `init_process_group` reads all but `LOCAL_RANK`, ours
-# to pick a GPU by. Every rank must call each collective in the same order: around `if rank == 0:`
-# rank 0 waits in it while the others run into the next: a hang, an error or mixed-up data.
+# for picking the GPU. Every rank must call each collective in the same order: one under `if rank
+# == 0:` leaves rank 0 waiting while the others enter the next (a hang, an error, mixed-up data).
 
 # %%
 def init_distributed(device_type: str) -> torch.device:
-    """Join torchrun's process group (or a world of one); return this rank's device. ValueError."""
+    """Join torchrun's group (or a world of one); return this rank's device, ValueError if none."""
     device = torch.device("cpu")
     if device_type != "cpu":
         device = torch.device(device_type, int(os.environ.get("LOCAL_RANK", 0)))
@@ -47,7 +47,7 @@ def init_distributed(device_type: str) -> torch.device:
             raise ValueError(f"no {device} here: a process per {device_type} device, at most")
         torch.accelerator.set_device_index(device.index)  # for code that uses "the current" one
     backend = dist.get_default_backend_for_device(device)  # gloo for the CPU, nccl for CUDA
-    device_id = None if device.type == "cpu" else device  # an accelerator's only
+    device_id = None if device.type == "cpu" else device  # NCCL binds to it; a CPU is refused
     if "RANK" in os.environ:  # env://: torchrun's variables
         dist.init_process_group(backend, device_id=device_id)
     elif not dist.is_initialized():  # a world of one, its store in this process (no port)
@@ -56,8 +56,8 @@ def init_distributed(device_type: str) -> torch.device:
     return device
 
 
-def say(line: str, every_rank: bool = False) -> None:  # one write: ranks' lines never mix
-    if every_rank or dist.get_rank() == 0:  # rank 0, or every rank, tagged
+def say(line: str, every_rank: bool = False) -> None:  # one write: torchrun's python -u
+    if every_rank or dist.get_rank() == 0:  # prints text and newline apart, and ranks' mix
         sys.stdout.write(f"[rank {dist.get_rank()}] {line}\n" if every_rank else f"{line}\n")
 
 
@@ -77,9 +77,9 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Each rank its own shard: `DistributedSampler`
-# Every rank builds the same data. The sampler, in place of `shuffle=True`, deals rank r every
-# world-th index of one shuffled order, repeating a few where the world size does not divide the
-# length. Pitfall: it shuffles with seed + epoch: call `sampler.set_epoch(epoch)` every epoch.
+# Every rank builds the same data. The sampler, for `shuffle=True`, deals rank r every world-th
+# index of one shuffled order, repeating a few so that all take as many steps (each backward's
+# all-reduce needs every rank). Pitfall: it shuffles with seed + epoch: call `set_epoch(epoch)`.
 
 # %%
 def make_data(seed: int, n_train: int = 512, n_val: int = 128):  # y = x @ w + noise
@@ -104,14 +104,15 @@ if __name__ == "__main__":
     say(f"all shards: {len(everyone)} indices, {len(everyone.unique())} distinct")
     again = list(sampler)[:3]  # the next epoch without set_epoch
     sampler.set_epoch(1)
-    say(f"epoch 0 starts {shard[:3]}, epoch 1 {again} (with set_epoch(1): {list(sampler)[:3]})")
+    say(f"epoch 0 starts {shard[:3]}; without set_epoch epoch 1 too, {again}; after set_epoch(1) "
+        f"{list(sampler)[:3]}")
 
 # %% [markdown]
 # ## The model in `DistributedDataParallel`: one averaged gradient on every rank
 # Wrapping copies rank 0's weights to all ranks; in `backward()` DDP averages the gradients over
 # the ranks, so every rank takes the same step. Proof: that equals, up to rounding, one model's
-# gradient on all ranks' batches (of one size). A step takes batch size x world size samples: to
-# keep it, divide the batch size; else scale the lr (x world for SGD, with warmup; x sqrt: Adam).
+# gradient on all ranks' batches (of one size). A step takes batch size x world size samples: keep
+# it by dividing the batch size, or scale the lr (rules of thumb: x world for SGD, x sqrt: Adam).
 
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> None:
@@ -166,10 +167,9 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Snapshots: rank 0 saves, every rank resumes
 # Rank 0 saves `model.module.state_dict()` (no `module.` prefix), the optimizer's state and the
-# epoch under a temporary name, then renames it: a kill mid-write leaves the last one whole. Every
-# rank loads it at start (across machines: from a shared disk). `--max-restarts 3` restarts all
-# processes when one dies (`kill -9` one: they resume), but restarted processes can fail to meet
-# through the store torchrun shares across restarts (pytorch issue 135712) unless each gets its own:
+# epoch under a temporary name, then renames it: a kill mid-write leaves the last one whole; every
+# rank loads it at start (across machines: from a shared disk). With `--max-restarts 3`, `kill -9`
+# a process: all restart and resume, if each restart has its own store (pytorch issue 135712):
 #
 #     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 2 \
 #         --max-restarts 3 06_distributed.py --epochs 20 --snapshot run.pt
@@ -189,7 +189,7 @@ def save_snapshot(path: Path, model: DDP, optimizer: torch.optim.Optimizer, epoc
 
 def load_snapshot(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Load save_snapshot's file into model and optimizer; return its epoch (0: no file yet).
-    Raises ValueError naming the file if it cannot be saved or is not a snapshot of this model."""
+    Raises ValueError naming the file if its folder is missing or it does not fit this model."""
     if not path.parent.is_dir():
         raise ValueError(f"{path}: no folder {path.parent} to save in")
     if not path.exists():

@@ -105,16 +105,23 @@ def npz(array) -> bytes:
     return buffer.getvalue()
 
 
+def huge_header() -> bytes:
+    buffer = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": (10**8, 10**8)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
 GOOD = npy(np.zeros((8, 8), np.uint8))
 DAMAGED_FILES = {  # what images/1.npy holds -> the error after "<path>: "
-    "zero bytes": (b"", "not a .npy array (No data left in file)"),
-    "text": (b"not an array", "not a .npy array (This file contains pickled (object) data"),
-    "cut short": (GOOD[:-10], "not a .npy array ("),
-    "an object array": (npy(np.array([None], dtype=object)),
-                        "not a .npy array (Object arrays cannot be loaded when allow_pickle"),
-    "floats": (npy(np.zeros((8, 8))), "expected a 2-D uint8 array"),
-    "3-D": (npy(np.zeros((2, 8, 8), np.uint8)), "expected a 2-D uint8 array"),
-    "an .npz archive": (npz(np.zeros((8, 8), np.uint8)), "expected a 2-D uint8 array"),
+    "zero bytes": (b"", "not a readable .npy file"),
+    "text": (b"not an array", "not a readable .npy file"),  # not "use allow_pickle=True"
+    "cut short": (GOOD[:-10], "not a readable .npy file"),
+    "an object array": (npy(np.array([None], dtype=object)), "not a readable .npy file"),
+    "a header claiming 8.9 PiB": (huge_header(), "not a readable .npy file"),  # MemoryError
+    "floats": (npy(np.zeros((8, 8))), "expected a 2-D uint8 array, got float64 (8, 8)"),
+    "3-D": (npy(np.zeros((2, 8, 8), np.uint8)), "expected a 2-D uint8 array, got uint8 (2, 8, 8)"),
+    "an .npz archive": (npz(np.zeros((8, 8), np.uint8)), "an .npz archive, not a .npy array"),
 }
 
 
@@ -143,6 +150,7 @@ BAD_INDEXES = {  # index.csv -> the error after "<folder>/index.csv"
     "a label not a number": ("file,label\nimages/0.npy,0\nimages/1.npy,cat\n",
                              ":3: not 'file,label >= 0': ['images/1.npy', 'cat']"),
     "a negative label": ("file,label\nimages/0.npy,-1\n", ":2: not 'file,label >= 0'"),
+    "no rows": ("file,label\n\n", ": no rows after the header"),
 }
 
 

@@ -164,7 +164,7 @@ def test_a_notebook_where_workers_would_spawn_loads_in_this_process(monkeypatch,
     """A notebook's classes live in its kernel, where spawn workers cannot import them."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda: "spawn")
-    monkeypatch.setattr(sys, "argv", ["/usr/lib/ipykernel_launcher.py", "-f", "kernel.json"])
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/colab_kernel_launcher.py", "-f", "kernel.json"])
     script = ROOT / "04_dataloader.py"  # run as a kernel runs cells: runpy would set argv[0]
     exec(compile(script.read_text(), script, "exec"), {"__name__": "__main__"})
     out = capsys.readouterr().out

@@ -20,13 +20,14 @@ KEY_LINES = [r"^3 tokens, 300 steps: loss 0\.00\d\d, predicts \[1, 2, 3\]$",
              r"^state carried without detach\(\): RuntimeError: Trying to backward through the "
              r"graph a second time$",
              r"^step    75 \| loss \d\.\d{4}$", r"^step   300 \| loss 0\.\d{4}$",
-             r"^trained on (cpu|cuda|mps): 300 steps, [\d,]+ tokens/s$",
+             r"^trained on (cpu|cuda|mps): 608,640 tokens, [\d,]+ tokens/s$",  # 300 windows
              r"^after held-out text:$", r"^\d{4} \d{4} \d{4} \d{4}$",
              r"^held-out lines it counts on from their first number: ([5-9]\d|100) of 100$",
-             r"^held out: the last 16,000 characters, never trained on$",
+             r"^held out: the last 16,000 characters, never trained on; the best expected loss: "
+             r"0\.4552$",
              r"^loss=0\.4\d{3} baseline=2\.38\d\d accuracy=8\d\.\d%$"]  # loss < 0.5 x baseline
 BAD_RUN = (["--batch-size", "0"], "argument --batch-size: must be in 1..1024, got 0")
-FLAG_RUN = (["--steps", "40"], r"^trained on \w+: 40 steps, [\d,]+ tokens/s$")
+FLAG_RUN = (["--steps", "40"], r"^trained on \w+: 81,920 tokens, ")  # 40 x 32 x 64
 LAST = re.compile(r"^loss=([\d.]+) baseline=([\d.]+) accuracy=([\d.]+)%$")
 
 
@@ -114,9 +115,10 @@ def test_train_lowers_the_loss_keeps_the_callers_optimizer_and_sets_train_mode(c
     vocab, data = pieces("abcd" * 300, batch_size=4)  # (300, 4)
     model = m.CharLSTM(len(vocab), 16, dropout=0.3).eval()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    assert m.train(model, optimizer, data, steps=30, seq_len=16, log_every=10) == 30
+    tokens = 4 * (18 * 16 + 11 + 11 * 16)  # a pass over 300 rows: 18 windows of 16, one of 11
+    assert m.train(model, optimizer, data, steps=30, seq_len=16, log_every=10) == tokens
     assert model.training
-    assert m.train(model, optimizer, data, steps=30, seq_len=16, log_every=10) == 30
+    assert m.train(model, optimizer, data, steps=30, seq_len=16, log_every=10) == tokens
     assert optimizer.state[next(model.parameters())]["step"] == 60  # Adam's state went on
     losses = [float(line.split()[-1]) for line in capsys.readouterr().out.splitlines()]
     assert len(losses) == 6 and losses[-1] < 0.1 < losses[0]  # "abcd" repeats: learnable
@@ -147,8 +149,8 @@ def test_ctrl_c_in_train_returns_the_steps_done(capsys):
             raise KeyboardInterrupt
         return forward(*args)
     model.forward = interrupted_at_step_4
-    done = m.train(model, torch.optim.Adam(model.parameters()), data, 10, 8, log_every=100)
-    assert done == 3
+    tokens = m.train(model, torch.optim.Adam(model.parameters()), data, 10, 8, log_every=100)
+    assert tokens == 3 * 8 * 2
     assert capsys.readouterr().out == ("Ctrl-C: training stopped after 3 steps; going on with "
                                        "the model as it is\n")
 
@@ -224,14 +226,14 @@ def test_the_lesson_goes_on_after_a_ctrl_c_in_training(tmp_path, monkeypatch, ca
     run_in_process("05_lstm.py", ["--steps", "100"], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     assert "\nCtrl-C: training stopped after 19 steps; going on with the model as it is\n" in out
-    assert "trained on cpu: 19 steps, " in out and LAST.match(out.splitlines()[-1])
+    assert "trained on cpu: 38,912 tokens, " in out and LAST.match(out.splitlines()[-1])
 
 
 @pytest.mark.parametrize("content, message", [
     (None, "[Errno 2] No such file or directory: 'text.txt'"),
     (b"caf\xe9 au lait\n" * 20, "'utf-8' codec can't decode byte 0xe9 in position 3: "
                                 "invalid continuation byte"),
-    (b"too short\n", "10 characters, too few to hold a tenth out"),
+    (b"too short\n", "10 characters: too few to hold a tenth out, 17 a piece"),
 ])
 def test_a_text_file_it_cannot_use_is_one_error_line(content, message, tmp_path, monkeypatch,
                                                      capsys):

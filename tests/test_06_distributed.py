@@ -25,7 +25,8 @@ m = load_script("06_distributed.py")
 KEY_LINES = [r"^backend gloo, world size 1$",
              r"^\[rank 0\] device cpu, shard: 512 of 512 samples, first \[\d+(, \d+){4}\]$",
              r"^all shards: 512 indices, 512 distinct$",
-             r"^epoch 0 starts (\[\d+, \d+, \d+\]), epoch 1 \1 \(with set_epoch\(1\): \[",
+             r"^epoch 0 starts (\[\d+, \d+, \d+\]); without set_epoch epoch 1 too, \1; "
+             r"after set_epoch\(1\) \[",
              r"^DDP gradient == gradient of the global batch, 32 x 1 samples, in one process: "
              r"True; 16 steps an epoch$",
              r"^val loss before training: 10\.5027 \(128 samples\)$",  # the untrained model's
