@@ -137,3 +137,19 @@ def test_a_grid_that_cannot_be_written_is_one_error_line(name, message, tmp_path
     line = error_line("03_transforms.py", ["--save-grid", name], monkeypatch, capsys, tmp_path)
     assert line == f"--save-grid {name}: {message}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.png", "full.png"]
+
+
+def test_a_grid_onto_an_immutable_file_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """A file no one may write, root included (chattr +i, where the file system has it)."""
+    import shutil
+    import subprocess
+    (tmp_path / "grid.png").touch()
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(tmp_path / "grid.png")],
+                                                    capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        line = error_line("03_transforms.py", ["--save-grid", "grid.png"], monkeypatch, capsys,
+                          tmp_path)
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "grid.png")])
+    assert line == "--save-grid grid.png: [Errno 1] Operation not permitted: 'grid.png'"
