@@ -47,14 +47,14 @@ class MLP(nn.Module):
 
 
 if __name__ == "__main__":
-    model = MLP(4, 16, 3).to(device)  # moves the module; then make its optimizer
-    x = torch.randn(8, 4).to(device)  # a batch of 8 rows of 4 features; .to() returns a copy
+    model = MLP(4, 16, 3).to(device)  # moves the module itself (before its optimizer is made)
+    x = torch.randn(8, 4).to(device)  # toy data, 8 rows of 4; a tensor's .to() returns a tensor
     print(f"x {tuple(x.shape)} -> model(x) {tuple(model(x).shape)}")
     for name, p in model.named_parameters():
         print(f"  {name:10} {tuple(p.shape)}")
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     seq = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
-    print(f"nn.Sequential: keys by position (ReLU, Dropout: none): {list(seq.state_dict())}")
+    print(f"nn.Sequential's keys, by position (ReLU, Dropout hold none): {list(seq.state_dict())}")
 
 # %%
 if __name__ == "__main__":  # the pitfall, happening
@@ -70,8 +70,8 @@ if __name__ == "__main__":  # the pitfall, happening
 
 # %% [markdown]
 # ## Initial weights: `nn.init` and `model.apply`
-# `nn.Linear` starts uniform in +-1/sqrt(fan_in). `model.apply(fn)` calls fn on every submodule;
-# Kaiming's normal init (std sqrt(2 / fan_in)) keeps the variance steady through ReLU layers.
+# `nn.Linear` starts uniform in +-1/sqrt(fan_in), fan_in its inputs. `model.apply(fn)` calls fn on
+# every submodule; Kaiming's normal init (std sqrt(2 / fan_in)) keeps the variance through ReLUs.
 
 # %%
 def init_weights(module: nn.Module) -> None:
@@ -83,7 +83,7 @@ def init_weights(module: nn.Module) -> None:
 
 if __name__ == "__main__":
     model.apply(init_weights)  # in place, on whatever device the model is
-    print(f"fc1.weight std {model.fc1.weight.std():.3f} (sqrt(2/4) = {(2 / 4) ** 0.5:.3f}), "
+    print(f"fc1.weight std {model.fc1.weight.std():.3f} of 64 (sqrt(2/4) = {(2 / 4) ** 0.5:.3f}), "
           f"biases zero: {not model.fc1.bias.any() and not model.fc2.bias.any()}")
 
 # %% [markdown]
@@ -98,7 +98,7 @@ if __name__ == "__main__":
     loss = (w * 2.0 + b - 4.0) ** 2
     loss.backward()
     print(f"L={loss.item():g}: dL/dw={w.grad.item():g}, dL/db={b.grad.item():g} (by hand: 12, 6)")
-    ((w * 2.0 + b - 4.0) ** 2).backward()  # a new graph (backward() freed the first), same grads
+    ((w * 2.0 + b - 4.0) ** 2).backward()  # a new graph (backward() freed the first), 12 again
     print(f"backward() again: dL/dw={w.grad.item():g} (12 + 12: gradients add up)")
 
 # %% [markdown]

@@ -32,7 +32,7 @@ def read_index(root: Path) -> list[tuple[Path, int]]:
     """[(path, label), ...] from root/index.csv; raises OSError, or ValueError naming the file."""
     index, rows = root / "index.csv", []
     with open(index, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" too
-        reader = csv.reader(f, strict=True)  # strict: an unclosed quote is an error, not a long row
+        reader = csv.reader(f, strict=True)  # an unclosed quote: an error, not a field to the end
         try:
             if next(reader, None) != ["file", "label"]:
                 raise ValueError(f"{index}:1: the first line must be the header 'file,label'")
@@ -52,14 +52,12 @@ def read_index(root: Path) -> list[tuple[Path, int]]:
 def load_image(path: Path) -> torch.Tensor:
     """The (H, W) uint8 image in a .npy file; raises OSError, or ValueError naming the file."""
     with open(path, "rb") as f:
-        try:
-            array = np.load(f, allow_pickle=False)
-        except (ValueError, EOFError, MemoryError):  # not .npy, cut short, objects, a huge header
+        try:  # read_array reads .npy alone (np.load would open an .npz archive too)
+            array = np.lib.format.read_array(f, allow_pickle=False)
+        except (ValueError, EOFError, MemoryError):  # not .npy, cut short, objects, a huge shape
             raise ValueError(f"{path}: not a readable .npy file") from None
-    if not isinstance(array, np.ndarray):  # np.load read an .npz archive
-        raise ValueError(f"{path}: an .npz archive, not a .npy array")
-    if array.dtype != np.uint8 or array.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D uint8 array, got {array.dtype} {array.shape}")
+    if array.dtype != np.uint8 or array.ndim != 2 or array.size == 0:
+        raise ValueError(f"{path}: not a non-empty 2-D uint8 array: {array.dtype} {array.shape}")
     return torch.from_numpy(array)
 
 
@@ -101,7 +99,7 @@ if __name__ == "__main__":
     root = args.root or write_example_folder(Path(folder.name), seed=args.seed)
     try:  # your --root: what the readers cannot use is one error line, not a traceback
         dataset = FolderDataset(root)
-        samples = list(dataset)  # reads every file once
+        samples = list(dataset)  # reads every file once (and keeps them: fine for a demo)
     except (OSError, ValueError) as e:
         parser.error(str(e))
     sample = samples[0]  # dataset[0]
@@ -155,6 +153,6 @@ if __name__ == "__main__":
     train, val = split(dataset, max(1, len(dataset) // 5), args.seed)  # a fifth for validation
     print(f"random_split: train {len(train)}, val {len(val)}, val indices {sorted(val.indices)}")
     print(f"same seed, same split: {split(dataset, len(val), args.seed)[1].indices == val.indices}")
-    train = Subset(FolderDataset(root, transform=to_float), train.indices)  # + augmentation
-    val = Subset(FolderDataset(root, transform=to_float), val.indices)  # without
+    train = Subset(FolderDataset(root, transform=to_float), train.indices)  # yours: + augmentation
+    val = Subset(FolderDataset(root, transform=to_float), val.indices)  # validation's: none
     folder.cleanup()

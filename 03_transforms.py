@@ -48,7 +48,6 @@ if __name__ == "__main__":
     image = to_float(sample)["image"]
     print(f"sample: image {tuple(sample['image'].shape)} {sample['image'].dtype}, label "
           f"{sample['label']} -> to_float: {image.dtype} in {image.min():.2f}..{image.max():.2f}")
-    print(f"the sample is unchanged: {torch.equal(sample['image'], squares(4)[1]['image'])}")
 
 # %% [markdown]
 # ## Parameters: a class, a closure or `functools.partial`
@@ -85,9 +84,9 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## A random transform, composing, and a look at them
 # Draw with torch: `torch.randn_like(image)` follows the image's device and dtype (it needs a
-# float image); `torch.manual_seed` sets torch's generator and DataLoader seeds it in each worker.
+# float image); `torch.manual_seed` seeds torch's generator, and DataLoader each worker's its own.
 # `v2.Compose` calls each transform in turn, torchvision's and ours. v2 transforms take the dict:
-# with no `tv_tensors.Image` in it, the first plain tensor (`image`) is the image, and the int label
+# with no `tv_tensors.Image` (or PIL image) in it, the first plain tensor is the image, an int label
 # passes through. `ToImage` then `ToDtype(float32, scale=True)` replace `ToTensor` (deprecated in
 # v2); crop and flip before `ToDtype`, on uint8: 4x fewer bytes to move. `make_grid(...,
 # normalize=True, scale_each=True)` stretches each image to 0..1, to show shapes, not values.
@@ -134,27 +133,28 @@ if __name__ == "__main__":
             save_image(grid, args.save_grid)  # the format follows the name: .png, .jpg, ...
         except (OSError, ValueError) as e:  # no such folder, a full disk, no known suffix
             parser.error(f"--save-grid {args.save_grid}: {e}")
+        except KeyError as e:  # a format PIL reads but cannot write, such as .psd
+            parser.error(f"--save-grid {args.save_grid}: no writer for {e} files")
         print(f"wrote {args.save_grid}")
 
 # %% [markdown]
 # ## Why a class, when a closure is shorter?
-# Workers started with spawn (macOS, Windows) or forkserver (Linux from Python 3.14) receive the
+# Workers started (by default) with spawn (macOS, Windows) or forkserver (Linux from 3.14) get the
 # Dataset and its transform through multiprocessing's pickler: tensors by shared memory, functions
 # and classes as `pickle.dumps` does, by importable name, which a closure or lambda lacks. So chain
-# with `v2.Compose`, not `compose()`. The worker imports the class by that name: keep it in a .py
-# file, not a notebook cell (and `import 03_transforms` is a SyntaxError: copy it into, say,
-# `my_transforms.py`). With fork, the Dataset is inherited, not pickled.
+# with `v2.Compose`, not `compose()`; keep classes in a .py file a worker can import (not a notebook
+# cell; `import 03_transforms` is a SyntaxError). With fork the Dataset is inherited, not pickled.
 
 # %%
 def pickles(transform) -> str:
     try:
-        pickle.loads(pickle.dumps(transform))  # needed, not enough: the worker imports it too
+        pickle.loads(pickle.dumps(transform))  # needed, not all: the worker imports it by name
     except (AttributeError, pickle.PicklingError) as e:  # a closure: PicklingError from 3.14
         return f"fails: {type(e).__name__}"
     return "pickles"
 
 
 if __name__ == "__main__":
-    for name, transform in [*ways.items(), ("v2.Compose", pipeline), ("compose()", compose()),
+    for name, transform in [*ways.items(), ("v2.Compose", pipeline), ("compose()", compose(*steps)),
                             ("lambda", lambda sample: shift_scale(sample, 0.5, 0.25))]:
         print(f"  {name:10} {pickles(transform)}")

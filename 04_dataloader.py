@@ -71,13 +71,12 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Training with workers, then evaluation
-# `num_workers=2` loads batches in two processes while the model trains. fork (Linux's default to
-# Python 3.13) copies this process, in milliseconds. spawn (macOS, Windows) starts a new Python,
-# forkserver (Linux from 3.14) forks a server's; each worker is sent the Dataset pickled (no
+# `num_workers=2` loads batches in two processes while the model trains. fork (Linux's default up
+# to Python 3.13) copies this process, in milliseconds. spawn (macOS, Windows) starts a new Python,
+# forkserver (Linux from 3.14) forks a server process; each worker gets the Dataset pickled (no
 # closures: 03) and imports this file and torch, seconds each (from Python 3.13.8 and 3.14.1 the
-# server does it once). `persistent_workers=True` keeps workers until the loader goes (here when
-# `fit` returns). With `pin_memory=True`, `.to(device, non_blocking=True)` copies to a CUDA GPU
-# while the CPU goes on. `evaluate` divides by the samples seen, not by the batches.
+# server does it once). `persistent_workers=True` keeps workers until the loader goes (when `fit`
+# returns); `pin_memory=True` lets `.to(device, non_blocking=True)` copy to a GPU as the CPU works.
 
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> float:
@@ -101,8 +100,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, ep
     """Train, loading in num_workers processes started by `context`; Ctrl-C stops it early."""
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size, shuffle=True, num_workers=num_workers,
-                        multiprocessing_context=context if num_workers else None,  # refused
-                        persistent_workers=num_workers > 0, pin_memory=device.type == "cuda")
+                        multiprocessing_context=context if num_workers else None,  # both
+                        persistent_workers=num_workers > 0,  # refused without workers
+                        pin_memory=device.type == "cuda")
     try:
         for epoch in range(1, epochs + 1):
             print(f"epoch {epoch} | train loss {train_epoch(model, loader, optimizer):.4f}")
@@ -112,7 +112,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, ep
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
-    """Mean loss and accuracy over the samples that loader yields."""
+    """Mean loss and accuracy over the samples that loader yields (not a mean of batch means)."""
     device = next(model.parameters()).device
     model.eval()
     loss, correct, count = 0.0, 0, 0
@@ -165,15 +165,15 @@ if __name__ == "__main__":
                                      generator=torch.Generator().manual_seed(args.seed)))
               for _ in range(2)]
     print(f"two loaders, generators seeded {args.seed}: the same order: {orders[0] == orders[1]}")
-    sequences = [{"tokens": torch.arange(1, n + 1)} for n in (3, 5, 1)]  # a list serves as one
+    sequences = [{"tokens": torch.arange(1, n + 1)} for n in (3, 5, 1)]  # a list works as one
     padded = next(iter(DataLoader(sequences, batch_size=3, collate_fn=pad_collate)))
     print(f"pad_collate: tokens (B, T_max) {tuple(padded['tokens'].shape)}, lengths "
           f"{padded['lengths'].tolist()}, row 0 {padded['tokens'][0].tolist()}")
 
 # %% [markdown]
 # ## Randomness in workers
-# DataLoader seeds torch and `random` in each worker with `base_seed` + worker id (numpy's global
-# generator too); each new iterator draws a `base_seed`, which persistent workers keep. A generator
+# DataLoader seeds torch and `random` in each worker with `base_seed` + worker id (and numpy's from
+# both); each new iterator draws a `base_seed`, which persistent workers keep. A generator
 # object (`np.random.default_rng(seed)` in a transform) is copied into every worker as is: all draw
 # the same. Draw with torch (03), or make it in the worker from its seed, as `__call__` does here.
 

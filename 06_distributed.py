@@ -6,6 +6,7 @@
 
 # %%
 import argparse
+import copy
 import os
 import sys
 from pathlib import Path
@@ -21,12 +22,12 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     found = torch.accelerator.current_accelerator(check_available=True)  # None: no accelerator
     devices = ["cpu", found.type] if found else ["cpu"]
     parser = argparse.ArgumentParser(description="DistributedDataParallel under torchrun.")
-    parser.add_argument("--device", choices=devices, default=devices[-1], help="each process's")
+    parser.add_argument("--device", choices=devices, default=devices[-1], help="every process's")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32, help="per process")
     parser.add_argument("--snapshot", type=Path, help="save each epoch here; resume from it")
     parser.add_argument("--seed", type=int, default=0)
-    # flags: `python 06_distributed.py --epochs 2` or `%run 06_distributed.py ...`; notebook: no
+    # flags: `python 06_distributed.py --epochs 2` or `%run 06_distributed.py ...`; notebook: none
     args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
     torch.manual_seed(args.seed)
 
@@ -34,8 +35,8 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 # ## One process per device: `init_process_group`
 # `torchrun` gives each process `RANK` (0..world-1), `LOCAL_RANK` (its place on this machine),
 # `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`; `init_process_group` reads all but `LOCAL_RANK`, ours
-# for picking the GPU. Every rank must call each collective in the same order: one under `if rank
-# == 0:` leaves rank 0 waiting while the others enter the next (a hang, an error, mixed-up data).
+# for picking the GPU. Every rank must call each collective (`all_reduce`, `barrier`, ...) in order:
+# one under `if rank == 0:` leaves rank 0 waiting while the others enter the next: a hang, or worse.
 
 # %%
 def init_distributed(device_type: str) -> torch.device:
@@ -43,8 +44,8 @@ def init_distributed(device_type: str) -> torch.device:
     device = torch.device("cpu")
     if device_type != "cpu":
         device = torch.device(device_type, int(os.environ.get("LOCAL_RANK", 0)))
-        if device.index >= torch.accelerator.device_count():
-            raise ValueError(f"no {device} here: a process per {device_type} device, at most")
+        if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > torch.accelerator.device_count():
+            raise ValueError(f"fewer {device_type} devices than processes here")  # on every rank
         torch.accelerator.set_device_index(device.index)  # for code that uses "the current" one
     backend = dist.get_default_backend_for_device(device)  # gloo for the CPU, nccl for CUDA
     device_id = None if device.type == "cpu" else device  # NCCL binds to it; a CPU is refused
@@ -56,8 +57,8 @@ def init_distributed(device_type: str) -> torch.device:
     return device
 
 
-def say(line: str, every_rank: bool = False) -> None:  # one write: torchrun's python -u
-    if every_rank or dist.get_rank() == 0:  # prints text and newline apart, and ranks' mix
+def say(line: str, every_rank: bool = False) -> None:  # one write: under torchrun (python -u),
+    if every_rank or dist.get_rank() == 0:  # print writes text and newline apart: lines mix
         sys.stdout.write(f"[rank {dist.get_rank()}] {line}\n" if every_rank else f"{line}\n")
 
 
@@ -110,7 +111,7 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## The model in `DistributedDataParallel`: one averaged gradient on every rank
 # Wrapping copies rank 0's weights to all ranks; in `backward()` DDP averages the gradients over
-# the ranks, so every rank takes the same step. Proof: that equals, up to rounding, one model's
+# the ranks, so every rank takes the same step. Check: that equals, up to rounding, one model's
 # gradient on all ranks' batches (of one size). A step takes batch size x world size samples: keep
 # it by dividing the batch size, or scale the lr (rules of thumb: x world for SGD, x sqrt: Adam).
 
@@ -127,10 +128,9 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
 if __name__ == "__main__":
     model = DDP(nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).to(device))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    single = copy.deepcopy(model.module)  # .module: the model inside the wrapper, the same weights
     x, y = (t.to(device) for t in next(iter(loader)))  # this rank's first batch
     F.mse_loss(model(x), y).backward()
-    single = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).to(device)
-    single.load_state_dict(model.module.state_dict())  # .module: the model inside the wrapper
     F.mse_loss(single(gather(x)), gather(y)).backward()  # the global batch in one process
     same = all(torch.allclose(a.grad, b.grad, atol=1e-6)
                for a, b in zip(model.parameters(), single.parameters()))
@@ -143,7 +143,7 @@ if __name__ == "__main__":
 # ## Evaluation: every rank scores a part, `all_reduce` adds up
 # Each rank sums the errors of every world-th sample (no padding: each counts once); all_reduce
 # adds up sums and counts: the whole set's loss, at any world size. It scores `model.module`: DDP's
-# forward may sync buffers, a collective that a rank with fewer batches would not join.
+# forward may sync buffers (batch norm's statistics), which a rank with fewer batches would not.
 
 # %%
 @torch.inference_mode()
@@ -168,8 +168,8 @@ if __name__ == "__main__":
 # ## Snapshots: rank 0 saves, every rank resumes
 # Rank 0 saves `model.module.state_dict()` (no `module.` prefix), the optimizer's state and the
 # epoch under a temporary name, then renames it: a kill mid-write leaves the last one whole; every
-# rank loads it at start (across machines: from a shared disk). With `--max-restarts 3`, `kill -9`
-# a process: all restart and resume, if each restart has its own store (pytorch issue 135712):
+# rank loads it at start (across machines: from a shared disk). With `--max-restarts 3`, kill a
+# process and all restart and resume, given a store each (pytorch issue 135712; seen on 2.14):
 #
 #     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 2 \
 #         --max-restarts 3 06_distributed.py --epochs 20 --snapshot run.pt
@@ -200,7 +200,7 @@ def load_snapshot(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
         optimizer.load_state_dict(snapshot["optimizer"])
         return int(snapshot["epoch"])
     except Exception as e:  # torch.load and load_state_dict raise many kinds
-        raise ValueError(f"{path}: not a snapshot of this model ({type(e).__name__})") from None
+        raise ValueError(f"{path}: cannot load it into this model ({type(e).__name__})") from None
 
 
 if __name__ == "__main__":

@@ -119,9 +119,11 @@ DAMAGED_FILES = {  # what images/1.npy holds -> the error after "<path>: "
     "cut short": (GOOD[:-10], "not a readable .npy file"),
     "an object array": (npy(np.array([None], dtype=object)), "not a readable .npy file"),
     "a header claiming 8.9 PiB": (huge_header(), "not a readable .npy file"),  # MemoryError
-    "floats": (npy(np.zeros((8, 8))), "expected a 2-D uint8 array, got float64 (8, 8)"),
-    "3-D": (npy(np.zeros((2, 8, 8), np.uint8)), "expected a 2-D uint8 array, got uint8 (2, 8, 8)"),
-    "an .npz archive": (npz(np.zeros((8, 8), np.uint8)), "an .npz archive, not a .npy array"),
+    "floats": (npy(np.zeros((8, 8))), "not a non-empty 2-D uint8 array: float64 (8, 8)"),
+    "3-D": (npy(np.zeros((2, 8, 8), np.uint8)), "not a non-empty 2-D uint8 array: uint8 (2, 8, 8)"),
+    "empty": (npy(np.zeros((0, 8), np.uint8)), "not a non-empty 2-D uint8 array: uint8 (0, 8)"),
+    "an .npz archive": (npz(np.zeros((8, 8), np.uint8)), "not a readable .npy file"),
+    "a zip cut short": (npz(np.zeros((8, 8), np.uint8))[:30], "not a readable .npy file"),
 }
 
 

@@ -76,10 +76,12 @@ def test_gather_joins_the_ranks_tensors_along_dim_0(world_of_one):
     assert torch.equal(m.gather(torch.arange(6).view(3, 2)), torch.arange(6).view(3, 2))
 
 
-def test_a_device_that_is_not_there_is_a_value_error_before_joining(monkeypatch):
+@pytest.mark.parametrize("local_rank", ["0", "1"])  # rank 0 too: it must not wait for rank 1
+def test_more_processes_than_devices_is_a_value_error_on_every_rank(local_rank, monkeypatch):
     monkeypatch.setattr(torch.accelerator, "device_count", lambda: 1)
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    with pytest.raises(ValueError, match=r"no cuda:1 here: a process per cuda device, at most"):
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"^fewer cuda devices than processes here$"):
         m.init_distributed("cuda")
     assert not dist.is_initialized()
 
@@ -140,7 +142,7 @@ def test_a_file_that_is_not_a_snapshot_is_one_error_line(kind, tmp_path, monkeyp
                           tmp_path)
     finally:
         dist.destroy_process_group()  # it stopped after joining, as every rank would
-    assert line == f"--snapshot s.pt: not a snapshot of this model ({error})"
+    assert line == f"--snapshot s.pt: cannot load it into this model ({error})"
 
 
 def test_a_snapshot_in_a_folder_that_is_not_there_is_refused_before_training(tmp_path,
