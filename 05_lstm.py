@@ -24,23 +24,22 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser = argparse.ArgumentParser(description="An LSTM that predicts the next character.")
     parser.add_argument("--device", choices=devices, default=devices[-1])
     parser.add_argument("--text-file", help="UTF-8 text to learn; default: lines that count")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=number_in(int, 1, 10**6), default=300)
     parser.add_argument("--batch-size", type=number_in(int, 1, 1024), default=32)
     parser.add_argument("--seq-len", type=number_in(int, 1, 1024), default=64)
     parser.add_argument("--hidden-size", type=number_in(int, 1, 4096), default=64)
     parser.add_argument("--lr", type=number_in(float, 1e-6, 1.0), default=0.02)
     parser.add_argument("--temperature", type=number_in(float, 0.01, 100), help="default: greedy")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=number_in(int, 0, 2**32 - 1), default=0)
     # flags: `python 05_lstm.py --steps 100` or `%run 05_lstm.py --steps 100`; a notebook: none
     args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
 
 # %% [markdown]
 # ## The model: one-hot characters in, log-probabilities out
-# One-hot characters (T, B, V) in, time first as `nn.LSTM` takes them (unless `batch_first=True`);
-# log-probabilities out, for `nll_loss`. First three tokens, [3, 1, 2] of 4, each step's target
-# the next token, [1, 2, 3]. Then two mistakes: a target of shape (3, 1) is refused; and `nll_loss`
-# (without `weight=`) averages `-input[target]`, so fed `softmax`'s probabilities it gives minus
-# their mean, in [-1, 0]: a fine-looking loss, with almost no gradient when sure and wrong.
+# One-hot characters (T, B, V) in (time first, unless `batch_first=True`), log-probabilities out,
+# for `nll_loss`. First three tokens, [3, 1, 2] of 4, each step's target the next: [1, 2, 3]. Two
+# mistakes: a (3, 1) target is refused; `nll_loss` (no `weight=`) averages `-input[target]`, so fed
+# `softmax` it gives a fine-looking minus mean probability, with almost no gradient when wrong.
 
 # %%
 class CharLSTM(nn.Module):
@@ -111,8 +110,8 @@ def bigram_loss(train: torch.Tensor, held_out: torch.Tensor, vocab_size: int) ->
 if __name__ == "__main__":
     try:  # your --text-file: what cannot be used is one error line
         text = read_text(args.text_file) if args.text_file else counting_text(8000, args.seed)
-        cut = text.rfind("\n", 0, len(text) * 9 // 10) + 1 or len(text) * 9 // 10  # a line start
-        train_text, held_out_text = text[:cut], text[cut:]  # about the last tenth held out
+        cut = text.rfind("\n", len(text) * 8 // 10, len(text) * 9 // 10) + 1 or len(text) * 9 // 10
+        train_text, held_out_text = text[:cut], text[cut:]  # the last tenth, from a line start
         if len(held_out_text) < 2 or len(train_text) < 17 * args.batch_size:
             raise ValueError(f"{len(text):,} characters: too few to hold a tenth out, 17 a piece")
     except (OSError, ValueError) as e:
@@ -130,7 +129,8 @@ if __name__ == "__main__":
 # last window's graph: `detach()` keeps the values and cuts the graph, or `backward()` fails. All
 # gradients together longer than 1 are scaled to length 1: one bad batch cannot blow up Adam's
 # averages. Dropout makes learning a short text by heart harder. Ctrl-C stops the training.
-# Evaluation scores what the baseline scored; generation feeds back each character it picks.
+# Evaluation scores what the baseline scored; generation feeds back each character it picks (greedy
+# writes its likeliest line again and again: try `--temperature 0.8`). A token is a character.
 
 # %%
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, steps: int,
@@ -152,7 +152,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor
             nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             optimizer.step()
             i, done, tokens = i + t, done + 1, tokens + y.numel()
-            if done % log_every == 0:  # .item() waits for the GPU: not every step
+            if done % log_every == 0 or done == steps:  # .item() waits for the GPU: not always
                 print(f"step {done:5d} | loss {loss.item():.4f}")
     except KeyboardInterrupt:
         print(f"Ctrl-C: training stopped after {done} steps; going on with the model as it is")
