@@ -9,6 +9,7 @@ import argparse
 import copy
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -73,8 +74,7 @@ if __name__ == "__main__":
         device = init_distributed(args.device)
     except ValueError as e:
         parser.error(f"--device: {e}")
-    world = dist.get_world_size()
-    say(f"backend {dist.get_backend()}, world size {world}")
+    say(f"backend {dist.get_backend()}, world size {dist.get_world_size()}")
 
 # %% [markdown]
 # ## Each rank its own shard: `DistributedSampler`
@@ -134,10 +134,9 @@ if __name__ == "__main__":
     F.mse_loss(single(gather(x)), gather(y)).backward()  # the global batch in one process
     same = all(torch.allclose(a.grad, b.grad, atol=1e-6)
                for a, b in zip(model.parameters(), single.parameters()))
-    agree = torch.tensor([int(same)], device=device)
-    dist.all_reduce(agree, op=dist.ReduceOp.MIN)  # 1 only if every rank found the same
-    say(f"DDP gradient == gradient of the global batch, {len(x)} x {world} samples, in one "
-        f"process: {bool(agree.item())}; {len(loader)} steps an epoch")
+    agree = gather(torch.tensor([int(same)], device=device))  # 1 or 0 from every rank
+    say(f"DDP gradient == gradient of the global batch, {len(x)} x {dist.get_world_size()} "
+        f"samples, in one process: {bool(agree.all())}; {len(loader)} steps an epoch")
 
 # %% [markdown]
 # ## Evaluation: every rank scores a part, `all_reduce` adds up
@@ -217,4 +216,5 @@ if __name__ == "__main__":
             save_snapshot(args.snapshot, model, optimizer, epoch)
         say(f"epoch {epoch} | val loss {evaluate(model.module, val_set)[0]:.4f}")
     say(f"weights checksum {sum(p.sum() for p in model.parameters()).item():.6f}", every_rank=True)
+    time.sleep(0.1)  # Gloo's threads may still hold tensors: exiting now can abort (pytorch#190489)
     dist.destroy_process_group()

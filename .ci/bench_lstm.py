@@ -3,8 +3,8 @@ in turns (the README's speed table): `python .ci/bench_lstm.py [--device cuda] [
 --hidden-size 256] [--repeats 5]`. Prints the median tokens/s of each."""
 import argparse
 import contextlib
-import io
 import importlib.util
+import io
 import statistics
 import time
 from pathlib import Path

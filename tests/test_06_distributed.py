@@ -250,7 +250,7 @@ def test_the_shown_restart_survives_a_killed_worker(killed_run):
     assert killed_run["code"] == 0, killed_run["err"][-3000:]
     resumed = re.findall(r"^resumed from run.pt: epoch (\d+) of 20 done$", killed_run["out"],
                          re.MULTILINE)
-    assert resumed and 1 <= int(resumed[0]) < 20
+    assert len(resumed) == 1 and 1 <= int(resumed[0]) < 20, resumed  # one restart: the kill's
     assert EPOCH.findall(killed_run["out"])[-1][0] == "20"
     assert torch.load(killed_run["cwd"] / "run.pt", weights_only=True)["epoch"] == 20
     final = dict(CHECKSUM.findall(killed_run["out"]))
