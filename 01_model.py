@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 01 - A model: `nn.Module`, autograd and one training step
 # A model is a class: `__init__` makes the layers, `forward` uses them. Autograd computes the
-# gradients, an optimizer applies them, and a `state_dict` saves the weights (and buffers).
+# gradients, an optimizer applies them; `state_dict()` holds the weights (and buffers) by name.
 # Run: `python 01_model.py` (try `--seed 1`, `--device cpu`; `--help` lists the flags)
 
 # %%
@@ -21,7 +21,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser = argparse.ArgumentParser(description="A model, autograd and one training step.")
     parser.add_argument("--device", choices=devices, default=devices[-1])
     parser.add_argument("--seed", type=int, default=0)
-    # flags from `python 01_model.py --seed 1` or `%run 01_model.py --seed 1`; a kernel: defaults
+    # flags from `python` or `%run 01_model.py --seed 1`; a notebook kernel's argv is not ours
     args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -30,8 +30,8 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 # %% [markdown]
 # ## A model is a class: layers in `__init__`, the computation in `forward`
 # A layer assigned to `self` is registered: `parameters()`, `.to(device)` and `state_dict()` find
-# it. Call `model(x)`, not `model.forward(x)`: the call also runs registered hooks. Pitfall: layers
-# in a plain Python list are not registered, so they never train; `nn.ModuleList` registers them.
+# it. Call `model(x)`, not `model.forward(x)`: the call also runs hooks. Pitfall: layers in a plain
+# Python list are not registered, so `parameters()` and the optimizer miss them: `nn.ModuleList`.
 
 # %%
 class MLP(nn.Module):
@@ -47,14 +47,12 @@ class MLP(nn.Module):
 
 
 if __name__ == "__main__":
-    model = MLP(4, 16, 3).to(device)  # moves the module itself (before its optimizer is made)
-    x = torch.randn(8, 4).to(device)  # toy data, 8 rows of 4; a tensor's .to() returns a tensor
+    model = MLP(4, 16, 3).to(device)  # in place for a module; a tensor's .to() returns a new one
+    x = torch.randn(8, 4).to(device)  # made on the CPU: the same numbers on any device
     print(f"x {tuple(x.shape)} -> model(x) {tuple(model(x).shape)}")
     for name, p in model.named_parameters():
         print(f"  {name:10} {tuple(p.shape)}")
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
-    seq = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
-    print(f"nn.Sequential's keys, by position (ReLU, Dropout hold none): {list(seq.state_dict())}")
 
 # %%
 if __name__ == "__main__":  # the pitfall, happening
@@ -71,7 +69,8 @@ if __name__ == "__main__":  # the pitfall, happening
 # %% [markdown]
 # ## Initial weights: `nn.init` and `model.apply`
 # `nn.Linear` starts uniform in +-1/sqrt(fan_in), fan_in its inputs. `model.apply(fn)` calls fn on
-# every submodule; Kaiming's normal init (std sqrt(2 / fan_in)) keeps the variance through ReLUs.
+# every submodule, then on the model itself. Kaiming's normal init (std sqrt(2 / fan_in)) keeps the
+# activations' variance about the same from layer to layer through ReLUs.
 
 # %%
 def init_weights(module: nn.Module) -> None:
@@ -83,14 +82,15 @@ def init_weights(module: nn.Module) -> None:
 
 if __name__ == "__main__":
     model.apply(init_weights)  # in place, on whatever device the model is
-    print(f"fc1.weight std {model.fc1.weight.std():.3f} of 64 (sqrt(2/4) = {(2 / 4) ** 0.5:.3f}), "
+    print(f"fc1.weight: std {model.fc1.weight.std():.3f} of 64 values, sqrt(2/4) = {0.5**0.5:.3f}; "
           f"biases zero: {not model.fc1.bias.any() and not model.fc2.bias.any()}")
 
 # %% [markdown]
 # ## Autograd, checked by hand
-# `loss.backward()` fills `.grad` of each leaf `requires_grad=True` tensor (parameters) the loss
-# depends on. For L = (w*x + b - t)^2 with x=2, w=3, b=1, t=4: dL/dw = 2(wx + b - t)x = 12, dL/db
-# = 2(wx + b - t) = 6. A second `backward()` adds to `.grad`: hence `optimizer.zero_grad()`.
+# `loss.backward()` fills `.grad` of each tensor made with `requires_grad=True` (a leaf, as a
+# parameter is) that the loss depends on. For L = (w*x + b - t)^2 with x=2, w=3, b=1, t=4:
+# dL/dw = 2(wx + b - t)x = 12, dL/db = 2(wx + b - t) = 6. A second `backward()` (of a new forward)
+# adds to `.grad`: hence `optimizer.zero_grad()`.
 
 # %%
 if __name__ == "__main__":
@@ -104,8 +104,8 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## One training step, and evaluation
 # Clear the old gradients, compute the loss, backpropagate, step. `train()` turns dropout (and
-# batch norm's batch statistics) on, `eval()` off; `eval()` still records a graph, and
-# `torch.inference_mode()` records none.
+# batch norm's batch statistics) on, `eval()` off. `eval()` does not turn autograd off;
+# `torch.inference_mode()` does (no graph is recorded: less memory, less time).
 
 # %%
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -142,7 +142,7 @@ if __name__ == "__main__":
 # `weights_only=True` (the default since torch 2.6) unpickles only tensors, plain Python values, a
 # few safe types (`OrderedDict`, `torch.Size`, dtypes, ...) and what `add_safe_globals` allows: no
 # arbitrary code runs (torch 2.10 fixed a hole in it, CVE-2026-24747). Pitfall: `torch.save(model)`
-# pickles the object itself, which a safe load refuses.
+# pickles the object, naming its class by import path (`__main__.MLP`): a safe load refuses it.
 
 # %%
 if __name__ == "__main__":

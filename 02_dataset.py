@@ -23,9 +23,10 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 
 # %% [markdown]
 # ## The folder: `index.csv` and one `.npy` file per sample
-# `index.csv` has the header `file,label`, then a row per sample: a path in the folder and a class
-# number; each file holds one image, a 2-D uint8 array. What the readers cannot use raises OSError,
-# or a ValueError naming the file (and line); `allow_pickle=False` (numpy's default): no code runs.
+# `index.csv` has the header `file,label`, then a row per sample: a path relative to the folder and
+# a class number; each file holds one image, a 2-D uint8 array. What the readers cannot use raises
+# OSError, or a ValueError naming the file (and line). `allow_pickle=False` (numpy's default)
+# refuses arrays of Python objects: unpickling them could run any code.
 
 # %%
 def read_index(root: Path) -> list[tuple[Path, int]]:
@@ -37,7 +38,7 @@ def read_index(root: Path) -> list[tuple[Path, int]]:
             if next(reader, None) != ["file", "label"]:
                 raise ValueError(f"{index}:1: the first line must be the header 'file,label'")
             for row in filter(None, reader):  # skips blank lines, as csv.DictReader does
-                if len(row) != 2 or not row[1].strip().isdecimal():
+                if len(row) != 2 or not row[0] or not row[1].strip().isdecimal():
                     raise ValueError(f"{index}:{reader.line_num}: not 'file,label >= 0': {row}")
                 rows.append((root / row[0], int(row[1])))
         except csv.Error as e:
@@ -54,7 +55,7 @@ def load_image(path: Path) -> torch.Tensor:
     with open(path, "rb") as f:
         try:  # read_array reads .npy alone (np.load would open an .npz archive too)
             array = np.lib.format.read_array(f, allow_pickle=False)
-        except (ValueError, EOFError, MemoryError):  # not .npy, cut short, objects, a huge shape
+        except (ValueError, OverflowError, MemoryError):  # not .npy, cut short, objects, huge
             raise ValueError(f"{path}: not a readable .npy file") from None
     if array.dtype != np.uint8 or array.ndim != 2 or array.size == 0:
         raise ValueError(f"{path}: not a non-empty 2-D uint8 array: {array.dtype} {array.shape}")
@@ -76,8 +77,9 @@ def write_example_folder(root: Path, n: int = 10, seed: int = 0) -> Path:  # lab
 # ## A map-style Dataset
 # `__init__` reads the small index (`__len__` needs it); `__getitem__` loads one sample when asked
 # (loading all in `__init__`, as torchvision's MNIST does, is right when they fit in memory), and
-# applies `transform=`, a function from sample to sample (03). `for sample in dataset` calls
-# `__getitem__(0)`, `(1)`, ... until an `IndexError`: one wrapping around (`idx % len`) never ends.
+# applies `transform=`, a function from sample to sample (03_transforms.py). `for sample in dataset`
+# calls `__getitem__(0)`, `(1)`, ... until an `IndexError`: one that never raises it (`idx % len`)
+# makes the loop endless.
 
 # %%
 class FolderDataset(Dataset):
@@ -97,12 +99,12 @@ class FolderDataset(Dataset):
 if __name__ == "__main__":
     folder = tempfile.TemporaryDirectory()  # removed at the end, or at exit after a Ctrl-C
     root = args.root or write_example_folder(Path(folder.name), seed=args.seed)
-    try:  # your --root: what the readers cannot use is one error line, not a traceback
+    try:  # your --root: what the readers cannot use is usage and one error line, not a traceback
         dataset = FolderDataset(root)
-        samples = list(dataset)  # reads every file once (and keeps them: fine for a demo)
+        sample = dataset[0]  # __getitem__(0): reads one file
+        samples = list(dataset)  # dataset[0], [1], ... until IndexError: reads (and keeps) them all
     except (OSError, ValueError) as e:
         parser.error(str(e))
-    sample = samples[0]  # dataset[0]
     print(f"len(dataset): {len(dataset)}; dataset[0]: image {tuple(sample['image'].shape)} "
           f"{sample['image'].dtype}, label {sample['label']}; list(dataset): {len(samples)} items")
 
@@ -139,9 +141,10 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Train and validation: `random_split`
-# It shuffles the indices and cuts them into the lengths given (or fractions, `[0.8, 0.2]`); its
-# own seeded generator keeps other draws from shifting the split. Its `Subset`s share the dataset's
-# transform: give each part its own dataset, or training's augmentation reaches validation.
+# It shuffles the indices and cuts them into the lengths given (or fractions, `[0.8, 0.2]`). A
+# seeded `Generator` of its own: the split does not depend on what was drawn before. Its `Subset`s
+# share the dataset's transform; give each part its own, or training's augmentation reaches
+# validation: `Subset(FolderDataset(root, transform=augment), train.indices)`.
 
 # %%
 def split(dataset: Dataset, num_val: int, seed: int) -> list[Subset]:
@@ -153,6 +156,4 @@ if __name__ == "__main__":
     train, val = split(dataset, max(1, len(dataset) // 5), args.seed)  # a fifth for validation
     print(f"random_split: train {len(train)}, val {len(val)}, val indices {sorted(val.indices)}")
     print(f"same seed, same split: {split(dataset, len(val), args.seed)[1].indices == val.indices}")
-    train = Subset(FolderDataset(root, transform=to_float), train.indices)  # yours: + augmentation
-    val = Subset(FolderDataset(root, transform=to_float), val.indices)  # validation's: none
     folder.cleanup()

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 03 - Transforms: a function from a sample to a sample
 # A transform takes a sample and returns a new one: parameters through a class, a closure or a
-# partial, chains through `v2.Compose`, and which kinds DataLoader workers can receive.
+# partial, chains through `v2.Compose`, and which of them can be pickled for DataLoader workers.
 # Run: `python 03_transforms.py` (try `--save-grid grid.png` to see the images)
 
 # %%
@@ -21,7 +21,6 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     parser.add_argument("--seed", type=int, default=0)
     # flags: `python 03_transforms.py --seed 1` or `%run 03_transforms.py --seed 1`; notebook: none
     args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
-    torch.manual_seed(args.seed)
 
 # %% [markdown]
 # ## A sample, and one transform
@@ -31,7 +30,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 
 # %%
 def squares(n: int, size: int = 32) -> list[dict]:
-    """n uint8 images (3, size, size), as `decode_image` gives: an RGB square on a grey ramp."""
+    """n uint8 images (3, size, size), as `decode_image` gives: a coloured square on a grey ramp."""
     x = torch.arange(size).expand(size, size)  # (H, W): each pixel's column
     images = (40 + x * 160 // size).to(torch.uint8).repeat(n, 3, 1, 1)  # (n, 3, H, W)
     for i in range(n):
@@ -84,12 +83,12 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## A random transform, composing, and a look at them
 # Draw with torch: `torch.randn_like(image)` follows the image's device and dtype (it needs a
-# float image); `torch.manual_seed` seeds torch's generator, and DataLoader each worker's its own.
+# float image). `torch.manual_seed` seeds it; DataLoader seeds each worker's torch differently.
 # `v2.Compose` calls each transform in turn, torchvision's and ours. v2 transforms take the dict:
-# with no `tv_tensors.Image` (or PIL image) in it, the first plain tensor is the image, an int label
-# passes through. `ToImage` then `ToDtype(float32, scale=True)` replace `ToTensor` (deprecated in
-# v2); crop and flip before `ToDtype`, on uint8: 4x fewer bytes to move. `make_grid(...,
-# normalize=True, scale_each=True)` stretches each image to 0..1, to show shapes, not values.
+# with no `tv_tensors.Image`, `Video` or PIL image in it, the first plain tensor is the image; an
+# int label passes through. `ToImage` then `ToDtype(float32, scale=True)` replace `ToTensor`
+# (deprecated in v2); crop and flip before `ToDtype`, on uint8: 4x fewer bytes to move.
+# `make_grid(..., normalize=True, scale_each=True)` stretches each image to 0..1, to show shapes.
 
 # %%
 class AddNoise:
@@ -109,24 +108,20 @@ def compose(*transforms):  # what v2.Compose does with one sample, in three line
     return composed
 
 
-def before_after(samples: list[dict], transform) -> torch.Tensor:
-    """The images above, the same after `transform` below: one (3, H, W) picture in 0..1."""
-    before = [to_float(sample)["image"] for sample in samples]
-    after = [transform(sample)["image"] for sample in samples]
-    return make_grid(torch.stack(before + after), nrow=len(samples), normalize=True,
-                     scale_each=True)
-
-
 if __name__ == "__main__":
-    steps = [v2.ToImage(), v2.RandomResizedCrop(32, scale=(0.25, 1.0)), v2.RandomHorizontalFlip(),
-             v2.ToDtype(torch.float32, scale=True), ShiftScale(0.5, 0.25), AddNoise(0.05)]
+    steps = [v2.ToImage(), v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100%, back to 32x32
+             v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+             ShiftScale(0.5, 0.25), AddNoise(0.05)]
     pipeline = v2.Compose(steps)
     torch.manual_seed(args.seed)
     composed = pipeline(sample)["image"]
     torch.manual_seed(args.seed)  # the same seed: the same crop, flip and noise
+    again = compose(*steps)(sample)["image"]
     print(f"v2.Compose: image {tuple(composed.shape)} {composed.dtype}; compose() with the same "
-          f"seed gives the same: {torch.equal(compose(*steps)(sample)['image'], composed)}")
-    grid = before_after(squares(4), pipeline)
+          f"seed gives the same: {torch.equal(again, composed)}")
+    before = [to_float(s)["image"] for s in squares(4)]
+    after = [pipeline(s)["image"] for s in squares(4)]
+    grid = make_grid(torch.stack(before + after), nrow=4, normalize=True, scale_each=True)
     print(f"grid {tuple(grid.shape)}: 4 images above, the same after v2.Compose below")
     if args.save_grid:
         try:
@@ -139,17 +134,18 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Why a class, when a closure is shorter?
-# Workers started (by default) with spawn (macOS, Windows) or forkserver (Linux from 3.14) get the
-# Dataset and its transform through multiprocessing's pickler: tensors by shared memory, functions
-# and classes as `pickle.dumps` does, by importable name, which a closure or lambda lacks. So chain
-# with `v2.Compose`, not `compose()`; keep classes in a .py file a worker can import (not a notebook
-# cell; `import 03_transforms` is a SyntaxError). With fork the Dataset is inherited, not pickled.
+# Workers started (by default) with spawn (macOS, Windows) or forkserver (Linux, Python 3.14+) get
+# the Dataset and its transform through multiprocessing's pickler: tensors by shared memory,
+# functions and classes as `pickle.dumps` does, by importable name, which a closure or lambda lacks.
+# So chain with `v2.Compose`, not `compose()`; from a notebook, import classes from a .py module
+# (a copy named `my_transforms.py`: `import 03_transforms` is a SyntaxError). With fork the Dataset
+# is inherited, not pickled.
 
 # %%
 def pickles(transform) -> str:
     try:
-        pickle.loads(pickle.dumps(transform))  # needed, not all: the worker imports it by name
-    except (AttributeError, pickle.PicklingError) as e:  # a closure: PicklingError from 3.14
+        pickle.loads(pickle.dumps(transform))  # necessary, not sufficient: a worker must import it
+    except (AttributeError, pickle.PicklingError) as e:  # a lambda; a closure (3.14: PicklingError)
         return f"fails: {type(e).__name__}"
     return "pickles"
 

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 04 - DataLoader: batches from a Dataset, for a training loop
-# A DataLoader shuffles a Dataset, collates samples into batches and can load them in worker
-# processes while the model trains. The basic loop, training, the options, randomness in workers.
+# A DataLoader serves a Dataset in batches, in order or shuffled, loading them in worker processes
+# while the model trains: the basic loop, training with workers, the options, worker randomness.
 # Run: `python 04_dataloader.py` (try `--num-workers 0`, `--multiprocessing-context spawn`)
 
 # %%
@@ -44,7 +44,7 @@ class Points(Dataset):
     def __init__(self, n: int, seed: int = 0, transform=None):
         generator = torch.Generator().manual_seed(seed)  # its own: the data depend on seed only
         self.x = torch.randn(n, 2, generator=generator)  # (n, 2); 02 reads from files instead
-        self.labels = (self.x.sum(1) > 0).long().tolist()
+        self.labels = (self.x.sum(1) > 0).long().tolist()  # ints: collation makes them a tensor
         self.transform = transform
 
     def __len__(self) -> int:
@@ -55,16 +55,20 @@ class Points(Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
+def epoch_order(loader: DataLoader) -> list[int]:  # the sample indices, in the order served
+    return [i for batch in loader for i in batch["index"].tolist()]
+
+
 if __name__ == "__main__":
-    train_set = Points(62, args.seed)
+    train_set = Points(62, args.seed)  # 62 = 15 x 4 + 2: the last batch of 4 is short
     try:  # a batch size DataLoader refuses is one error line, not a traceback
         loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
     except ValueError as e:
         parser.error(f"--batch-size {args.batch_size}: {e}")
-    seen = [i for batch in loader for i in batch["index"].tolist()]
+    print(f"train_set[0]: {train_set[0]}")
+    seen = epoch_order(loader)
     print(f"one epoch: {len(loader)} batches, every sample once: "
           f"{sorted(seen) == list(range(len(train_set)))}, in a shuffled order: {seen[:6]}...")
-    print(f"train_set[0]: {train_set[0]}")
     batch = next(iter(loader))
     print("a batch: " + ", ".join(f"{key} {tuple(value.shape)} {value.dtype}"
                                   for key, value in batch.items()))
@@ -72,11 +76,11 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Training with workers, then evaluation
 # `num_workers=2` loads batches in two processes while the model trains. fork (Linux's default up
-# to Python 3.13) copies this process, in milliseconds. spawn (macOS, Windows) starts a new Python,
-# forkserver (Linux from 3.14) forks a server process; each worker gets the Dataset pickled (no
-# closures: 03) and imports this file and torch, seconds each (from Python 3.13.8 and 3.14.1 the
-# server does it once). `persistent_workers=True` keeps workers until the loader goes (when `fit`
-# returns); `pin_memory=True` lets `.to(device, non_blocking=True)` copy to a GPU as the CPU works.
+# to Python 3.13) copies this process, in milliseconds. spawn (macOS, Windows) starts a new Python;
+# forkserver (Linux, Python 3.14+) starts a server that forks each worker. Both pickle the Dataset
+# (no closures: 03) and import this file and torch, seconds a worker (from Python 3.13.8 and 3.14.1
+# forkserver's server imports it once). `persistent_workers=True` keeps the workers from epoch to
+# epoch; `pin_memory=True` lets `.to(device, non_blocking=True)` copy to a GPU as the CPU works.
 
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> float:
@@ -100,8 +104,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, ep
     """Train, loading in num_workers processes started by `context`; Ctrl-C stops it early."""
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size, shuffle=True, num_workers=num_workers,
-                        multiprocessing_context=context if num_workers else None,  # both
-                        persistent_workers=num_workers > 0,  # refused without workers
+                        multiprocessing_context=context if num_workers else None,  # this and
+                        persistent_workers=num_workers > 0,  # this: refused without workers
                         pin_memory=device.type == "cuda")
     try:
         for epoch in range(1, epochs + 1):
@@ -137,11 +141,11 @@ if __name__ == "__main__":
     fit(model, torch.optim.SGD(model.parameters(), lr=0.2), train_set, 3, args.batch_size,
         workers, context)
     loss, accuracy = evaluate(model, DataLoader(Points(15, args.seed + 1), args.batch_size))
-    print(f"validation | loss {loss:.4f} | accuracy {accuracy:.1%} over 15 samples")
+    print(f"validation, 15 new points | loss {loss:.4f} | accuracy {accuracy:.1%}")
 
 # %% [markdown]
 # ## Options: `drop_last`, `generator` and `collate_fn`
-# `drop_last=True` drops a short last batch (in training, `BatchNorm1d` raises for one row).
+# `drop_last=True` drops a short last batch (in training, `BatchNorm1d` raises for a batch of one).
 # `generator=` gives the shuffle (and the workers' seeds) a seeded generator of its own: a new
 # order each epoch, the same orders each run, whatever was drawn before. A `collate_fn` replaces
 # collation: sequences of different lengths cannot be stacked, so pad them and keep the lengths.
@@ -153,10 +157,6 @@ def pad_collate(batch: list[dict]) -> dict:
             "lengths": torch.tensor([len(t) for t in tokens])}  # (B,)
 
 
-def epoch_order(loader: DataLoader) -> list[int]:
-    return [i for batch in loader for i in batch["index"].tolist()]
-
-
 if __name__ == "__main__":
     batches = [len(DataLoader(train_set, args.batch_size, drop_last=d)) for d in (False, True)]
     print(f"{len(train_set)} samples in batches of {args.batch_size}: {batches[0]} batches, "
@@ -165,17 +165,17 @@ if __name__ == "__main__":
                                      generator=torch.Generator().manual_seed(args.seed)))
               for _ in range(2)]
     print(f"two loaders, generators seeded {args.seed}: the same order: {orders[0] == orders[1]}")
-    sequences = [{"tokens": torch.arange(1, n + 1)} for n in (3, 5, 1)]  # a list works as one
+    sequences = [{"tokens": torch.arange(1, n + 1)} for n in (3, 5, 1)]  # a list is a Dataset too
     padded = next(iter(DataLoader(sequences, batch_size=3, collate_fn=pad_collate)))
     print(f"pad_collate: tokens (B, T_max) {tuple(padded['tokens'].shape)}, lengths "
           f"{padded['lengths'].tolist()}, row 0 {padded['tokens'][0].tolist()}")
 
 # %% [markdown]
 # ## Randomness in workers
-# DataLoader seeds torch and `random` in each worker with `base_seed` + worker id (and numpy's from
-# both); each new iterator draws a `base_seed`, which persistent workers keep. A generator
-# object (`np.random.default_rng(seed)` in a transform) is copied into every worker as is: all draw
-# the same. Draw with torch (03), or make it in the worker from its seed, as `__call__` does here.
+# DataLoader seeds torch and `random` in each worker with `base_seed` + worker id, and numpy's
+# global state from both; each new iterator draws a `base_seed`, which persistent workers keep. A
+# generator object (`np.random.default_rng(seed)` in a transform) is copied into every worker as is:
+# all draw the same. Draw with torch (03), or make one in each worker from its seed (`__call__`).
 
 # %%
 class RandomShift:

@@ -55,7 +55,7 @@ class CharLSTM(nn.Module):
         return F.log_softmax(self.head(self.drop(out)), dim=-1), state  # (T, B, V) log-probs
 
 
-if __name__ == "__main__":  # on the CPU: a GPU only slows a model this small
+if __name__ == "__main__":  # on the CPU: a model this small gains nothing from a GPU
     torch.manual_seed(args.seed)
     tiny = CharLSTM(vocab_size=4, hidden_size=2)  # nn.LSTM(4, 2) and nn.Linear(2, 4)
     tokens, target = torch.tensor([[3], [1], [2]]), torch.tensor([1, 2, 3])  # (T, B=1), (T,)
@@ -79,10 +79,9 @@ if __name__ == "__main__":  # on the CPU: a GPU only slows a model this small
 
 # %% [markdown]
 # ## A text, and a part held out
-# On its training text a model can look good by memorising, so the last tenth is held out. The
-# default text's lines count on from a random four-digit number, `4825 4826 4827 4828`: only the
+# A model can look good on its training text by memorising, so the last tenth is held out. The
+# default text counts on from a random four-digit number a line, `4825 4826 4827 4828`: only the
 # first is unpredictable, so the best expected loss is ln(8996) / 20 = 0.4552 nats a character.
-# The baseline is a bigram model. `--text-file` drops a BOM and reads \r\n and \r as `\n`.
 
 # %%
 def counting_text(lines: int, seed: int) -> str:  # four numbers a line, from 1000..9995 on
@@ -91,7 +90,7 @@ def counting_text(lines: int, seed: int) -> str:  # four numbers a line, from 10
 
 
 def read_text(path: str, max_bytes: int = 10_000_000) -> str:
-    """A UTF-8 file's text (no BOM; \r\n and \r read as \n); raises OSError or ValueError."""
+    """A UTF-8 file's text (no BOM; CRLF and CR read as LF); raises OSError or ValueError."""
     with open(path, "rb") as f:
         raw = f.read(max_bytes + 1)
     if len(raw) > max_bytes:
@@ -100,7 +99,7 @@ def read_text(path: str, max_bytes: int = 10_000_000) -> str:
 
 
 def bigram_loss(train: torch.Tensor, held_out: torch.Tensor, vocab_size: int) -> float:
-    """Mean loss on held_out of predicting each character from the one before, by pair counts."""
+    """The bigram baseline: mean loss on held_out of each character given the one before."""
     counts = torch.ones(vocab_size, vocab_size)  # one each: an unseen pair costs a finite amount
     counts.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1), accumulate=True)
     probs = counts / counts.sum(1, keepdim=True)  # (V, V): row a, the next character after a
@@ -117,20 +116,16 @@ if __name__ == "__main__":
     except (OSError, ValueError) as e:
         parser.error(f"--text-file {args.text_file}: {e}")
     vocab = sorted(set(text))
-    index = {ch: i for i, ch in enumerate(vocab)}
-    train_data, held_out = (torch.tensor([index[ch] for ch in part])  # (N,) int64 each
-                            for part in (train_text, held_out_text))
+    index = {ch: i for i, ch in enumerate(vocab)}  # token i is the character vocab[i]
+    train_data, held_out = torch.tensor([index[ch] for ch in text]).split([cut, len(text) - cut])
     baseline = bigram_loss(train_data, held_out, len(vocab))
 
 # %% [markdown]
 # ## Training that carries the state
-# The text is cut into `batch_size` pieces side by side, read `seq_len` characters at a time: the
-# state a window ends with starts the next (truncated backpropagation through time). It holds the
-# last window's graph: `detach()` keeps the values and cuts the graph, or `backward()` fails. All
-# gradients together longer than 1 are scaled to length 1: one bad batch cannot blow up Adam's
-# averages. Dropout makes learning a short text by heart harder. Ctrl-C stops the training.
-# Evaluation scores what the baseline scored; generation feeds back each character it picks (greedy
-# writes its likeliest line again and again: try `--temperature 0.8`). A token is a character.
+# The text is cut into `batch_size` pieces side by side, read `seq_len` characters at a time: each
+# window starts from the state the last one ended with (truncated backpropagation through time),
+# `detach()`ed, or `backward()` fails. Clipping the gradients' total length to 1 at most limits
+# what one bad batch puts into Adam's averages. Dropout makes a short text harder to learn by heart.
 
 # %%
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, steps: int,
@@ -145,14 +140,14 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor
             t = min(seq_len, len(data) - 1 - i)
             x, y = data[i : i + t], data[i + 1 : i + 1 + t]  # y: x's next characters, (t, B)
             log_probs, state = model(x, state)
-            state = tuple(s.detach() for s in state)  # the values, without their history
+            state = tuple(s.detach() for s in state)  # for the next window: values, no graph
             loss = F.nll_loss(log_probs.flatten(0, 1), y.flatten())  # (t*B, V), (t*B,): the mean
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             optimizer.step()
             i, done, tokens = i + t, done + 1, tokens + y.numel()
-            if done % log_every == 0 or done == steps:  # .item() waits for the GPU: not always
+            if done % log_every == 0 or done == steps:  # now and then: .item() waits for the GPU
                 print(f"step {done:5d} | loss {loss.item():.4f}")
     except KeyboardInterrupt:
         print(f"Ctrl-C: training stopped after {done} steps; going on with the model as it is")
@@ -173,7 +168,12 @@ if __name__ == "__main__":
     start = time.perf_counter()
     tokens = train(model, optimizer, data, args.steps, args.seq_len, max(1, args.steps // 4))
     rate = tokens / (time.perf_counter() - start)
-    print(f"trained on {args.device}: {tokens:,} tokens, {rate:,.0f} tokens/s")
+    print(f"trained on {args.device}: {tokens:,} tokens (characters), {rate:,.0f} tokens/s")
+
+# %% [markdown]
+# ## Evaluation and generation
+# Evaluation scores what the baseline scored, the state carried through; generation feeds back each
+# character it picks (greedy repeats its likeliest line again and again: try `--temperature 0.8`).
 
 # %%
 @torch.inference_mode()

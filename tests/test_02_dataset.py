@@ -105,9 +105,9 @@ def npz(array) -> bytes:
     return buffer.getvalue()
 
 
-def huge_header() -> bytes:
+def huge_header(shape: tuple) -> bytes:
     buffer = io.BytesIO()
-    header = {"descr": "|u1", "fortran_order": False, "shape": (10**8, 10**8)}
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(buffer, header)
     return buffer.getvalue()
 
@@ -118,7 +118,8 @@ DAMAGED_FILES = {  # what images/1.npy holds -> the error after "<path>: "
     "text": (b"not an array", "not a readable .npy file"),  # not "use allow_pickle=True"
     "cut short": (GOOD[:-10], "not a readable .npy file"),
     "an object array": (npy(np.array([None], dtype=object)), "not a readable .npy file"),
-    "a header claiming 8.9 PiB": (huge_header(), "not a readable .npy file"),  # MemoryError
+    "a header claiming 8.9 PiB": (huge_header((10**8, 10**8)), "not a readable .npy file"),
+    "a header over int64": (huge_header((2**64,)), "not a readable .npy file"),  # OverflowError
     "floats": (npy(np.zeros((8, 8))), "not a non-empty 2-D uint8 array: float64 (8, 8)"),
     "3-D": (npy(np.zeros((2, 8, 8), np.uint8)), "not a non-empty 2-D uint8 array: uint8 (2, 8, 8)"),
     "empty": (npy(np.zeros((0, 8), np.uint8)), "not a non-empty 2-D uint8 array: uint8 (0, 8)"),
@@ -152,6 +153,7 @@ BAD_INDEXES = {  # index.csv -> the error after "<folder>/index.csv"
     "a label not a number": ("file,label\nimages/0.npy,0\nimages/1.npy,cat\n",
                              ":3: not 'file,label >= 0': ['images/1.npy', 'cat']"),
     "a negative label": ("file,label\nimages/0.npy,-1\n", ":2: not 'file,label >= 0'"),
+    "no file name": ("file,label\n,1\n", ":2: not 'file,label >= 0': ['', '1']"),
     "no rows": ("file,label\n\n", ": no rows after the header"),
 }
 

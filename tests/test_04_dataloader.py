@@ -16,12 +16,12 @@ needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_meth
                                 reason="these tests start workers with fork")
 
 KEY_LINES = [r"^device: (cpu|cuda|mps)$",
-             r"^one epoch: 16 batches, every sample once: True, in a shuffled order: \[",
              r"^train_set\[0\]: \{'index': 0, 'x': tensor\(\[.+\]\), 'label': [01]\}$",
+             r"^one epoch: 16 batches, every sample once: True, in a shuffled order: \[",
              r"^a batch: index \(4,\) torch.int64, x \(4, 2\) torch.float32, label \(4,\) ",
              r"^training, loading in 2 \w+ workers$",
              r"^epoch 1 \| train loss 0\.\d{4}$", r"^epoch 3 \| train loss 0\.\d{4}$",
-             r"^validation \| loss 0\.\d{4} \| accuracy \d+\.\d% over 15 samples$",
+             r"^validation, 15 new points \| loss 0\.\d{4} \| accuracy \d+\.\d%$",
              r"^62 samples in batches of 4: 16 batches, with drop_last=True 15$",
              r"^two loaders, generators seeded 0: the same order: True$",
              r"^pad_collate: tokens \(B, T_max\) \(3, 5\), lengths \[3, 5, 1\], "
@@ -178,5 +178,6 @@ def test_the_lesson_goes_on_after_a_ctrl_c_in_training(tmp_path, monkeypatch, ca
     run_in_process("04_dataloader.py", ["--num-workers", "0"], monkeypatch, tmp_path)
     out = capsys.readouterr().out
     assert "training, loading in this process\nepoch 1 | train loss " in out
-    assert "\nCtrl-C in epoch 2: training stopped, the model kept as it is\nvalidation | " in out
+    assert ("\nCtrl-C in epoch 2: training stopped, the model kept as it is\n"
+            "validation, 15 new points | ") in out
     assert "epoch 3 |" not in out and "RandomShift(per_process=True), 0 workers" in out
