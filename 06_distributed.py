@@ -2,7 +2,7 @@
 # # 06 - Distributed training: `DistributedDataParallel` under `torchrun`
 # One process per device, each on its own shard of the data; DDP averages the gradients, so every
 # copy of the model takes the same step. Run: `python 06_distributed.py` (a world of one), then
-# `torchrun --standalone --nproc-per-node 2 06_distributed.py` (two processes, on the CPU too).
+# `torchrun --standalone --nproc-per-node 2 06_distributed.py` (add `--device cpu` with one GPU).
 
 # %%
 import argparse
@@ -23,7 +23,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
     found = torch.accelerator.current_accelerator(check_available=True)  # None: no accelerator
     devices = ["cpu", found.type] if found else ["cpu"]
     parser = argparse.ArgumentParser(description="DistributedDataParallel under torchrun.")
-    parser.add_argument("--device", choices=devices, default=devices[-1], help="every process's")
+    parser.add_argument("--device", choices=devices, default=devices[-1], help="for every process")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32, help="per process")
     parser.add_argument("--snapshot", type=Path, help="save each epoch here; resume from it")
@@ -34,10 +34,10 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 
 # %% [markdown]
 # ## One process per device: `init_process_group`
-# `torchrun` gives each process `RANK` (0..world-1), `LOCAL_RANK` (its place on this machine),
-# `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`; `init_process_group` reads all but `LOCAL_RANK`, ours
-# for picking the GPU. Every rank must call each collective (`all_reduce`, `barrier`, ...) in order:
-# one under `if rank == 0:` leaves rank 0 waiting while the others enter the next: a hang, or worse.
+# `torchrun` gives each process `RANK` (0..world-1), `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`,
+# which `init_process_group` reads, and `LOCAL_RANK`, `LOCAL_WORLD_SIZE` (on this machine), which
+# pick our GPU. Every rank must call each collective (`all_reduce`, `barrier`, ...) in the same
+# order. One under `if rank == 0:` leaves rank 0 waiting while the others enter the next: a hang.
 
 # %%
 def init_distributed(device_type: str) -> torch.device:
@@ -47,9 +47,9 @@ def init_distributed(device_type: str) -> torch.device:
         device = torch.device(device_type, int(os.environ.get("LOCAL_RANK", 0)))
         if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > torch.accelerator.device_count():
             raise ValueError(f"fewer {device_type} devices than processes here")  # on every rank
-        torch.accelerator.set_device_index(device.index)  # for code that uses "the current" one
+        torch.accelerator.set_device_index(device.index)  # for calls that name no device index
     backend = dist.get_default_backend_for_device(device)  # gloo for the CPU, nccl for CUDA
-    device_id = None if device.type == "cpu" else device  # NCCL binds to it; a CPU is refused
+    device_id = None if device.type == "cpu" else device  # binds the group to it; not a CPU
     if "RANK" in os.environ:  # env://: torchrun's variables
         dist.init_process_group(backend, device_id=device_id)
     elif not dist.is_initialized():  # a world of one, its store in this process (no port)
@@ -58,8 +58,8 @@ def init_distributed(device_type: str) -> torch.device:
     return device
 
 
-def say(line: str, every_rank: bool = False) -> None:  # one write: under torchrun (python -u),
-    if every_rank or dist.get_rank() == 0:  # print writes text and newline apart: lines mix
+def say(line: str, every_rank: bool = False) -> None:  # one write: print's two mix across ranks
+    if every_rank or dist.get_rank() == 0:
         sys.stdout.write(f"[rank {dist.get_rank()}] {line}\n" if every_rank else f"{line}\n")
 
 
@@ -74,13 +74,12 @@ if __name__ == "__main__":
         device = init_distributed(args.device)
     except ValueError as e:
         parser.error(f"--device: {e}")
-    say(f"backend {dist.get_backend()}, world size {dist.get_world_size()}")
 
 # %% [markdown]
 # ## Each rank its own shard: `DistributedSampler`
-# Every rank builds the same data. The sampler, for `shuffle=True`, deals rank r every world-th
-# index of one shuffled order, repeating a few so that all take as many steps (each backward's
-# all-reduce needs every rank). Pitfall: it shuffles with seed + epoch: call `set_epoch(epoch)`.
+# Every rank builds the same data. The sampler deals rank r every world-th index of one order
+# (shuffled by default), repeating a few so that all take as many steps (each backward's all-reduce
+# needs every rank). Pitfall: it shuffles with seed + epoch, so call `set_epoch(epoch)`.
 
 # %%
 def make_data(seed: int, n_train: int = 512, n_val: int = 128):  # y = x @ w + noise
@@ -99,21 +98,22 @@ if __name__ == "__main__":
     except ValueError as e:
         parser.error(f"--batch-size {args.batch_size}: {e}")
     shard = list(sampler)
-    say(f"device {device}, shard: {len(shard)} of {len(train_set)} samples, first {shard[:5]}",
-        every_rank=True)
+    say(f"device {device} ({dist.get_backend()}), shard: {len(shard)} of {len(train_set)} samples, "
+        f"first {shard[:5]}", every_rank=True)
     everyone = gather(torch.tensor(shard, device=device))
     say(f"all shards: {len(everyone)} indices, {len(everyone.unique())} distinct")
     again = list(sampler)[:3]  # the next epoch without set_epoch
     sampler.set_epoch(1)
-    say(f"epoch 0 starts {shard[:3]}; without set_epoch epoch 1 too, {again}; after set_epoch(1) "
-        f"{list(sampler)[:3]}")
+    say(f"epoch 0 starts {shard[:3]}; epoch 1 without set_epoch {again} (the same); with "
+        f"set_epoch(1) {list(sampler)[:3]}")
 
 # %% [markdown]
 # ## The model in `DistributedDataParallel`: one averaged gradient on every rank
 # Wrapping copies rank 0's weights to all ranks; in `backward()` DDP averages the gradients over
 # the ranks, so every rank takes the same step. Check: that equals, up to rounding, one model's
-# gradient on all ranks' batches (of one size). A step takes batch size x world size samples: keep
-# it by dividing the batch size, or scale the lr (rules of thumb: x world for SGD, x sqrt: Adam).
+# gradient on all ranks' batches. A step takes batch size x world size samples: to keep the run,
+# divide the batch size (`--batch-size 16` on 2 processes prints the losses of 32 on 1), or scale
+# the lr (x world for SGD, x sqrt(world) for Adam: rules of thumb).
 
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> None:
@@ -140,9 +140,9 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Evaluation: every rank scores a part, `all_reduce` adds up
-# Each rank sums the errors of every world-th sample (no padding: each counts once); all_reduce
-# adds up sums and counts: the whole set's loss, at any world size. It scores `model.module`: DDP's
-# forward may sync buffers (batch norm's statistics), which a rank with fewer batches would not.
+# Each rank sums the errors of every world-th sample (no padding, so each counts once); `all_reduce`
+# adds up sums and counts: the whole set's loss at any world size. It scores `model.module`: DDP's
+# first forward after training broadcasts buffers (batch norm's), which a rank with no batch skips.
 
 # %%
 @torch.inference_mode()
@@ -153,22 +153,22 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 64) -> 
     part = Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
     totals = torch.zeros(2, device=device)  # (sum of squared errors, number of samples)
     for x, y in DataLoader(part, batch_size=batch_size):
-        error = F.mse_loss(model(x.to(device)), y.to(device), reduction="sum")
-        totals += torch.stack([error, torch.tensor(float(len(y)), device=device)])
+        totals[0] += F.mse_loss(model(x.to(device)), y.to(device), reduction="sum")
+        totals[1] += len(y)
     dist.all_reduce(totals)  # sums over the ranks
     return (totals[0] / totals[1]).item(), int(totals[1].item())
 
 
 if __name__ == "__main__":
     loss, count = evaluate(model.module, val_set)
-    say(f"val loss before training: {loss:.4f} ({count} samples)")
+    say(f"val loss, untrained: {loss:.4f} ({count} samples)")
 
 # %% [markdown]
 # ## Snapshots: rank 0 saves, every rank resumes
 # Rank 0 saves `model.module.state_dict()` (no `module.` prefix), the optimizer's state and the
-# epoch under a temporary name, then renames it: a kill mid-write leaves the last one whole; every
-# rank loads it at start (across machines: from a shared disk). With `--max-restarts 3`, kill a
-# process and all restart and resume, given a store each (pytorch issue 135712; seen on 2.14):
+# epoch to a temporary name, then renames it: a kill mid-write leaves the last one whole. Every rank
+# loads it at start (across machines: from a shared disk). With `--max-restarts 3` all restart and
+# resume after a kill; a new store each time (the variable) avoids pytorch issue 135712 on 2.14:
 #
 #     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 2 \
 #         --max-restarts 3 06_distributed.py --epochs 20 --snapshot run.pt

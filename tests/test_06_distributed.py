@@ -22,14 +22,14 @@ from conftest import ROOT, error_line, load_script, run_in_process
 
 m = load_script("06_distributed.py")
 
-KEY_LINES = [r"^backend gloo, world size 1$",
-             r"^\[rank 0\] device cpu, shard: 512 of 512 samples, first \[\d+(, \d+){4}\]$",
+KEY_LINES = [r"^\[rank 0\] device cpu \(gloo\), shard: 512 of 512 samples, "
+             r"first \[\d+(, \d+){4}\]$",
              r"^all shards: 512 indices, 512 distinct$",
-             r"^epoch 0 starts (\[\d+, \d+, \d+\]); without set_epoch epoch 1 too, \1; "
-             r"after set_epoch\(1\) \[",
+             r"^epoch 0 starts (\[\d+, \d+, \d+\]); epoch 1 without set_epoch \1 \(the same\); "
+             r"with set_epoch\(1\) \[",
              r"^DDP gradient == gradient of the global batch, 32 x 1 samples, in one process: "
              r"True; 16 steps an epoch$",
-             r"^val loss before training: 10\.5027 \(128 samples\)$",  # the untrained model's
+             r"^val loss, untrained: 10\.5027 \(128 samples\)$",  # the untrained model's
              r"^epoch 1 \| val loss \d+\.\d{4}$", r"^epoch 5 \| val loss \d+\.\d{4}$",
              r"^\[rank 0\] weights checksum -?\d+\.\d{6}$"]
 BAD_RUN = (["--device", "tpu"], "argument --device: invalid choice: 'tpu'")
@@ -165,7 +165,7 @@ def lesson(monkeypatch, capsys, tmp_path, *argv: str) -> str:
 
 def test_a_world_of_one_learns(monkeypatch, capsys, tmp_path):
     out = lesson(monkeypatch, capsys, tmp_path)
-    before = float(re.search(r"^val loss before training: ([\d.]+)", out, re.MULTILINE)[1])
+    before = float(re.search(r"^val loss, untrained: ([\d.]+)", out, re.MULTILINE)[1])
     losses = [float(loss) for _, loss in EPOCH.findall(out)]
     assert len(losses) == 5 and losses == sorted(losses, reverse=True)
     assert losses[-1] < before / 10
@@ -259,8 +259,8 @@ def test_the_shown_restart_survives_a_killed_worker(killed_run):
 
 @shares_the_killed_run
 def test_two_ranks_get_disjoint_shards_and_the_ddp_gradient(killed_run):
-    shards = dict(re.findall(r"^\[rank (\d)\] device cpu, shard: 256 of 512 samples, first "
-                             r"(\[.*\])$", killed_run["out"], re.MULTILINE))
+    shards = dict(re.findall(r"^\[rank (\d)\] device cpu \(gloo\), shard: 256 of 512 samples, "
+                             r"first (\[.*\])$", killed_run["out"], re.MULTILINE))
     assert sorted(shards) == ["0", "1"]
     assert not set(json.loads(shards["0"])) & set(json.loads(shards["1"]))
     assert "all shards: 512 indices, 512 distinct" in killed_run["out"]
@@ -270,7 +270,7 @@ def test_two_ranks_get_disjoint_shards_and_the_ddp_gradient(killed_run):
 
 @shares_the_killed_run
 def test_two_ranks_score_the_untrained_model_as_one_process_does(killed_run):
-    assert "val loss before training: 10.5027 (128 samples)" in killed_run["out"]
+    assert "val loss, untrained: 10.5027 (128 samples)" in killed_run["out"]
 
 
 @shares_the_killed_run
