@@ -47,8 +47,8 @@ class MLP(nn.Module):
 
 
 if __name__ == "__main__":
-    model = MLP(4, 16, 3).to(device)  # in place for a module; a tensor's .to() returns a new one
-    x = torch.randn(8, 4).to(device)  # made on the CPU: the same numbers on any device
+    model = MLP(4, 16, 3).to(device)  # in place for a module; a tensor's .to() returns the result
+    x = torch.randn(8, 4).to(device)  # drawn on the CPU (not a GPU's generator): any device, same x
     print(f"x {tuple(x.shape)} -> model(x) {tuple(model(x).shape)}")
     for name, p in model.named_parameters():
         print(f"  {name:10} {tuple(p.shape)}")
@@ -70,7 +70,7 @@ if __name__ == "__main__":  # the pitfall, happening
 # ## Initial weights: `nn.init` and `model.apply`
 # `nn.Linear` starts uniform in +-1/sqrt(fan_in), fan_in its inputs. `model.apply(fn)` calls fn on
 # every submodule, then on the model itself. Kaiming's normal init (std sqrt(2 / fan_in)) keeps the
-# activations' variance about the same from layer to layer through ReLUs.
+# variance of each layer's outputs before the ReLU about the same from layer to layer.
 
 # %%
 def init_weights(module: nn.Module) -> None:
@@ -95,7 +95,7 @@ if __name__ == "__main__":
 # %%
 if __name__ == "__main__":
     w, b = torch.tensor(3.0, requires_grad=True), torch.tensor(1.0, requires_grad=True)
-    loss = (w * 2.0 + b - 4.0) ** 2
+    loss = (w * 2.0 + b - 4.0) ** 2  # x = 2, t = 4
     loss.backward()
     print(f"L={loss.item():g}: dL/dw={w.grad.item():g}, dL/db={b.grad.item():g} (by hand: 12, 6)")
     ((w * 2.0 + b - 4.0) ** 2).backward()  # a new graph (backward() freed the first), 12 again
