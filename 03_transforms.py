@@ -50,9 +50,9 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Parameters: a class, a closure or `functools.partial`
-# A Dataset calls `transform(sample)` with one argument; `shift_scale` needs two more. A class
-# keeps them as attributes, a closure captures them, a partial fills them in. (`v2.Normalize`
-# does this with a mean and a std per channel.)
+# A Dataset's `__getitem__` calls `transform(sample)` with one argument; `shift_scale` needs two
+# more. A class keeps them as attributes, a closure captures them, a partial fills them in.
+# (`v2.Normalize` does this with a mean and a std per channel.)
 
 # %%
 def shift_scale(sample: dict, mean: float, std: float) -> dict:
@@ -109,16 +109,16 @@ def compose(*transforms):  # what v2.Compose does with one sample, in three line
 
 
 if __name__ == "__main__":
-    steps = [v2.ToImage(), v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100%, back to 32x32
+    steps = [v2.ToImage(), v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area
              v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
              ShiftScale(0.5, 0.25), AddNoise(0.05)]
     pipeline = v2.Compose(steps)
     torch.manual_seed(args.seed)
-    composed = pipeline(sample)["image"]
+    out = pipeline(sample)["image"]  # resized back to (3, 32, 32)
     torch.manual_seed(args.seed)  # the same seed: the same crop, flip and noise
     again = compose(*steps)(sample)["image"]
-    print(f"v2.Compose: image {tuple(composed.shape)} {composed.dtype}; compose() with the same "
-          f"seed gives the same: {torch.equal(again, composed)}")
+    print(f"v2.Compose: image {tuple(out.shape)} {out.dtype}; compose() with the same "
+          f"seed gives the same: {torch.equal(again, out)}")
     before = [to_float(s)["image"] for s in squares(4)]
     after = [pipeline(s)["image"] for s in squares(4)]
     grid = make_grid(torch.stack(before + after), nrow=4, normalize=True, scale_each=True)
@@ -138,19 +138,21 @@ if __name__ == "__main__":
 # the Dataset and its transform through multiprocessing's pickler: tensors by shared memory,
 # functions and classes as `pickle.dumps` does, by importable name, which a closure or lambda lacks.
 # So chain with `v2.Compose`, not `compose()`; from a notebook, import classes from a .py module
-# (a copy named `my_transforms.py`: `import 03_transforms` is a SyntaxError). With fork the Dataset
-# is inherited, not pickled.
+# whose name is an identifier (`import 03_transforms` is a SyntaxError). With fork the Dataset is
+# inherited, not pickled: a closure works there.
 
 # %%
 def pickles(transform) -> str:
     try:
         pickle.loads(pickle.dumps(transform))  # necessary, not sufficient: a worker must import it
-    except (AttributeError, pickle.PicklingError) as e:  # a lambda; a closure (3.14: PicklingError)
+    except (AttributeError, TypeError, pickle.PicklingError) as e:  # TypeError: a lock, a file
+        # a lambda: PicklingError; a closure: AttributeError (PicklingError from Python 3.14)
         return f"fails: {type(e).__name__}"
     return "pickles"
 
 
 if __name__ == "__main__":
+    print("a pickle round trip, as spawn and forkserver workers need:")
     for name, transform in [*ways.items(), ("v2.Compose", pipeline), ("compose()", compose(*steps)),
                             ("lambda", lambda sample: shift_scale(sample, 0.5, 0.25))]:
         print(f"  {name:10} {pickles(transform)}")

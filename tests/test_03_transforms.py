@@ -3,6 +3,7 @@ the before/after picture, and which transforms pickle."""
 import functools
 import os
 import pickle
+import threading
 
 import pytest
 import torch
@@ -106,6 +107,7 @@ def test_class_partial_and_v2_compose_pickle_closure_lambda_and_compose_do_not(m
         assert torch.equal(copy(sample())["image"], transform(sample())["image"])
     for transform in (m.make_shift_scale(0.5, 0.25), lambda s: s, m.compose(shift)):
         assert m.pickles(transform) in ("fails: AttributeError", "fails: PicklingError")
+    assert m.pickles(m.ShiftScale(threading.Lock(), 1.0)) == "fails: TypeError"  # a lock inside
 
 
 def test_save_grid_writes_the_picture(tmp_path, monkeypatch, capsys):
