@@ -38,7 +38,7 @@ def read_index(root: Path) -> list[tuple[Path, int]]:
             if next(reader, None) != ["file", "label"]:
                 raise ValueError(f"{index}:1: the first line must be the header 'file,label'")
             for row in filter(None, reader):  # skips blank lines, as csv.DictReader does
-                if len(row) != 2 or not row[0] or not row[1].strip().isdecimal():
+                if len(row) != 2 or not row[0] or "\0" in row[0] or not row[1].strip().isdecimal():
                     raise ValueError(f"{index}:{reader.line_num}: not 'file,label >= 0': {row}")
                 rows.append((root / row[0], int(row[1])))
         except csv.Error as e:
@@ -55,7 +55,7 @@ def load_image(path: Path) -> torch.Tensor:
     with open(path, "rb") as f:
         try:  # read_array reads .npy alone (np.load would open an .npz archive too)
             array = np.lib.format.read_array(f, allow_pickle=False)
-        except (ValueError, OverflowError, MemoryError):  # not .npy, cut short, objects, huge
+        except Exception:  # numpy's parser raises many kinds: not .npy, cut short, a bad header
             raise ValueError(f"{path}: not a readable .npy file") from None
     if array.dtype != np.uint8 or array.ndim != 2 or array.size == 0:
         raise ValueError(f"{path}: not a non-empty 2-D uint8 array: {array.dtype} {array.shape}")
@@ -91,7 +91,7 @@ class FolderDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, idx: int) -> dict:
-        path, label = self.rows[idx]  # a list: -1 is the last row, past the end an IndexError
+        path, label = self.rows[idx]  # a list: past the end, an IndexError (which ends `for`)
         sample = {"image": load_image(path), "label": label}
         return self.transform(sample) if self.transform is not None else sample
 
@@ -144,7 +144,7 @@ if __name__ == "__main__":
 # It shuffles the indices and cuts them into the lengths given (or fractions, `[0.8, 0.2]`). A
 # seeded `Generator` of its own: the split does not depend on what was drawn before. Its `Subset`s
 # share the dataset's transform; give each part its own, or training's augmentation reaches
-# validation: `Subset(FolderDataset(root, transform=augment), train.indices)`.
+# validation: `Subset(FolderDataset(root, transform=augment), train.indices)` (augment: see 03).
 
 # %%
 def split(dataset: Dataset, num_val: int, seed: int) -> list[Subset]:

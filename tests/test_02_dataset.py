@@ -112,6 +112,10 @@ def huge_header(shape: tuple) -> bytes:
     return buffer.getvalue()
 
 
+def raw_header(header: bytes) -> bytes:  # a .npy file, version 1.0, that is its header alone
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
 GOOD = npy(np.zeros((8, 8), np.uint8))
 DAMAGED_FILES = {  # what images/1.npy holds -> the error after "<path>: "
     "zero bytes": (b"", "not a readable .npy file"),
@@ -120,6 +124,10 @@ DAMAGED_FILES = {  # what images/1.npy holds -> the error after "<path>: "
     "an object array": (npy(np.array([None], dtype=object)), "not a readable .npy file"),
     "a header claiming 8.9 PiB": (huge_header((10**8, 10**8)), "not a readable .npy file"),
     "a header over int64": (huge_header((2**64,)), "not a readable .npy file"),  # OverflowError
+    "a header cut mid-dict": (raw_header(b"{'descr': '|u1', 'fortran_order': False,\n"),
+                              "not a readable .npy file"),  # tokenize.TokenError
+    "a header's key as bytes": (raw_header(b"{b'descr': '|u1', 'fortran_order': False, "
+                                           b"'shape': (8, 8)}\n"), "not a readable .npy file"),
     "floats": (npy(np.zeros((8, 8))), "not a non-empty 2-D uint8 array: float64 (8, 8)"),
     "3-D": (npy(np.zeros((2, 8, 8), np.uint8)), "not a non-empty 2-D uint8 array: uint8 (2, 8, 8)"),
     "empty": (npy(np.zeros((0, 8), np.uint8)), "not a non-empty 2-D uint8 array: uint8 (0, 8)"),
@@ -154,6 +162,7 @@ BAD_INDEXES = {  # index.csv -> the error after "<folder>/index.csv"
                              ":3: not 'file,label >= 0': ['images/1.npy', 'cat']"),
     "a negative label": ("file,label\nimages/0.npy,-1\n", ":2: not 'file,label >= 0'"),
     "no file name": ("file,label\n,1\n", ":2: not 'file,label >= 0': ['', '1']"),
+    "a NUL in a file name": ("file,label\nimages/0\0.npy,1\n", ":2: not 'file,label >= 0'"),
     "no rows": ("file,label\n\n", ": no rows after the header"),
 }
 
