@@ -1,20 +1,19 @@
 # %% [markdown]
 # # 04 - DataLoader: batches from a Dataset, for a training loop
-# A DataLoader serves a Dataset in batches, in order or shuffled, loading them in worker processes
-# while the model trains: the basic loop, training with workers, the options, worker randomness.
+# A DataLoader serves a Dataset in batches, in order or shuffled, and with workers loads them in
+# other processes while the model trains: the basic loop, training, the options, worker randomness.
 # Run: `python 04_dataloader.py` (try `--num-workers 0`, `--multiprocessing-context spawn`)
 
 # %%
 import argparse
 import multiprocessing
-import os
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 if __name__ == "__main__":  # not on import, nor in spawn or forkserver workers, which import it
     found = torch.accelerator.current_accelerator(check_available=True)  # None: no accelerator
@@ -104,8 +103,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, ep
     """Train, loading in num_workers processes started by `context`; Ctrl-C stops it early."""
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size, shuffle=True, num_workers=num_workers,
-                        multiprocessing_context=context if num_workers else None,  # this and
-                        persistent_workers=num_workers > 0,  # this: refused without workers
+                        multiprocessing_context=context if num_workers else None,
+                        persistent_workers=num_workers > 0,  # it, and a context: workers only
                         pin_memory=device.type == "cuda")
     try:
         for epoch in range(1, epochs + 1):
@@ -137,7 +136,7 @@ if __name__ == "__main__":
               f"workers here (`%run 04_dataloader.py` can have them)")
         workers = 0
     model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
-    print(f"training, loading in {f'{workers} {context} workers' if workers else 'this process'}")
+    print("training, loading in " + (f"{workers} {context} workers" if workers else "this process"))
     fit(model, torch.optim.SGD(model.parameters(), lr=0.2), train_set, 3, args.batch_size,
         workers, context)
     loss, accuracy = evaluate(model, DataLoader(Points(15, args.seed + 1), args.batch_size))
@@ -145,7 +144,7 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Options: `drop_last`, `generator` and `collate_fn`
-# `drop_last=True` drops a short last batch (in training, `BatchNorm1d` raises for a batch of one).
+# `drop_last=True` drops a short last batch (in training, `BatchNorm1d` raises on a (1, C) batch).
 # `generator=` gives the shuffle (and the workers' seeds) a seeded generator of its own: a new
 # order each epoch, the same orders each run, whatever was drawn before. A `collate_fn` replaces
 # collation: sequences of different lengths cannot be stacked, so pad them and keep the lengths.
@@ -165,7 +164,7 @@ if __name__ == "__main__":
                                      generator=torch.Generator().manual_seed(args.seed)))
               for _ in range(2)]
     print(f"two loaders, generators seeded {args.seed}: the same order: {orders[0] == orders[1]}")
-    sequences = [{"tokens": torch.arange(1, n + 1)} for n in (3, 5, 1)]  # a list is a Dataset too
+    sequences = [{"tokens": torch.arange(1, n + 1)} for n in (3, 5, 1)]  # a list: len and [i]
     padded = next(iter(DataLoader(sequences, batch_size=3, collate_fn=pad_collate)))
     print(f"pad_collate: tokens (B, T_max) {tuple(padded['tokens'].shape)}, lengths "
           f"{padded['lengths'].tolist()}, row 0 {padded['tokens'][0].tolist()}")
@@ -175,18 +174,19 @@ if __name__ == "__main__":
 # DataLoader seeds torch and `random` in each worker with `base_seed` + worker id, and numpy's
 # global state from both; each new iterator draws a `base_seed`, which persistent workers keep. A
 # generator object (`np.random.default_rng(seed)` in a transform) is copied into every worker as is:
-# all draw the same. Draw with torch (03), or make one in each worker from its seed (`__call__`).
+# all draw the same. Draw with torch (03), or make one in each worker from its seed, as here.
 
 # %%
 class RandomShift:
     """Adds a random number to x, from a numpy Generator; `per_process=False` shows the pitfall."""
     def __init__(self, scale: float, per_process: bool = True):
         self.scale, self.per_process = scale, per_process
-        self.rng, self.pid = np.random.default_rng(0), os.getpid()
+        self.rng, self.seed = np.random.default_rng(0), None
 
     def __call__(self, sample: dict) -> dict:
-        if self.per_process and self.pid != os.getpid():  # in a new worker: a generator of its own
-            self.rng, self.pid = np.random.default_rng(torch.initial_seed()), os.getpid()
+        info = get_worker_info()  # None in the main process; in a worker, its id and seed
+        if self.per_process and info is not None and info.seed != self.seed:  # a new worker
+            self.rng, self.seed = np.random.default_rng(info.seed), info.seed
         return {**sample, "x": sample["x"] + self.rng.uniform(-self.scale, self.scale)}
 
 

@@ -37,7 +37,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 # `torchrun` gives each process `RANK` (0..world-1), `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`,
 # which `init_process_group` reads, and `LOCAL_RANK`, `LOCAL_WORLD_SIZE` (on this machine), which
 # pick our GPU. Every rank must call each collective (`all_reduce`, `barrier`, ...) in the same
-# order. One under `if rank == 0:` leaves rank 0 waiting while the others enter the next: a hang.
+# order. One under `if rank == 0:` meets the others' next one: wrong values, an error or a hang.
 
 # %%
 def init_distributed(device_type: str) -> torch.device:
@@ -49,21 +49,21 @@ def init_distributed(device_type: str) -> torch.device:
             raise ValueError(f"fewer {device_type} devices than processes here")  # on every rank
         torch.accelerator.set_device_index(device.index)  # for calls that name no device index
     backend = dist.get_default_backend_for_device(device)  # gloo for the CPU, nccl for CUDA
-    device_id = None if device.type == "cpu" else device  # binds the group to it; not a CPU
+    device_id = None if device.type == "cpu" else device  # this rank's accelerator, never a CPU
     if "RANK" in os.environ:  # env://: torchrun's variables
         dist.init_process_group(backend, device_id=device_id)
-    elif not dist.is_initialized():  # a world of one, its store in this process (no port)
+    elif not dist.is_initialized():  # a world of one (not yet, as in a re-run notebook cell)
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
                                 device_id=device_id)
     return device
 
 
-def say(line: str, every_rank: bool = False) -> None:  # one write: print's two mix across ranks
+def say(line: str, every_rank: bool = False) -> None:  # one write: print makes two, lines mix
     if every_rank or dist.get_rank() == 0:
         sys.stdout.write(f"[rank {dist.get_rank()}] {line}\n" if every_rank else f"{line}\n")
 
 
-def gather(t: torch.Tensor) -> torch.Tensor:  # every rank's t, in rank order, on every rank
+def gather(t: torch.Tensor) -> torch.Tensor:  # every rank's t (one shape on all), in rank order
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t)
     return torch.cat(parts)
@@ -142,7 +142,7 @@ if __name__ == "__main__":
 # ## Evaluation: every rank scores a part, `all_reduce` adds up
 # Each rank sums the errors of every world-th sample (no padding, so each counts once); `all_reduce`
 # adds up sums and counts: the whole set's loss at any world size. It scores `model.module`: DDP's
-# first forward after training broadcasts buffers (batch norm's), which a rank with no batch skips.
+# first forward after training broadcasts buffers (batch norm's): a rank with no batch never would.
 
 # %%
 @torch.inference_mode()
@@ -167,8 +167,8 @@ if __name__ == "__main__":
 # ## Snapshots: rank 0 saves, every rank resumes
 # Rank 0 saves `model.module.state_dict()` (no `module.` prefix), the optimizer's state and the
 # epoch to a temporary name, then renames it: a kill mid-write leaves the last one whole. Every rank
-# loads it at start (across machines: from a shared disk). With `--max-restarts 3` all restart and
-# resume after a kill; a new store each time (the variable) avoids pytorch issue 135712 on 2.14:
+# loads it at start (across machines: from a shared disk). `--max-restarts 3` restarts all after a
+# kill; the variable gives each restart a new store, or one can fail to connect (pytorch#135712):
 #
 #     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 2 \
 #         --max-restarts 3 06_distributed.py --epochs 20 --snapshot run.pt
