@@ -162,7 +162,8 @@ BAD_INDEXES = {  # index.csv -> the error after "<folder>/index.csv"
                              ":3: not 'file,label >= 0': ['images/1.npy', 'cat']"),
     "a negative label": ("file,label\nimages/0.npy,-1\n", ":2: not 'file,label >= 0'"),
     "no file name": ("file,label\n,1\n", ":2: not 'file,label >= 0': ['', '1']"),
-    "a NUL in a file name": ("file,label\nimages/0\0.npy,1\n", ":2: not 'file,label >= 0'"),
+    "a NUL in a file name": ("file,label\nimages/0\0.npy,1\n",  # Python 3.10's csv refuses it
+                             (":2: not 'file,label >= 0'", ":2: line contains NUL")),
     "no rows": ("file,label\n\n", ": no rows after the header"),
 }
 
@@ -172,7 +173,8 @@ def test_a_bad_index_is_one_error_line_naming_file_and_line(case, folder, monkey
     text, message = BAD_INDEXES[case]
     write_index(folder, text)
     line = error_line("02_dataset.py", ["--root", str(folder)], monkeypatch, capsys)
-    assert line.startswith(f"{folder / 'index.csv'}{message}"), line
+    messages = message if isinstance(message, tuple) else (message,)
+    assert line.startswith(tuple(f"{folder / 'index.csv'}{m}" for m in messages)), line
 
 
 def test_a_missing_sample_file_is_named(folder, monkeypatch, capsys):
