@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 01 - A model: `nn.Module`, autograd and one training step
 # A model is a class: `__init__` makes the layers, `forward` uses them. Autograd computes the
-# gradients, an optimizer applies them; `state_dict()` holds the weights (and buffers) by name.
+# gradients, an optimizer applies them; `state_dict()` holds weights and persistent buffers by name.
 # Run: `python 01_model.py` (try `--seed 1`, `--device cpu`; `--help` lists the flags)
 
 # %%
@@ -140,8 +140,8 @@ if __name__ == "__main__":
 # ## Saving and loading the weights
 # Save the `state_dict`, a dict of tensors, and load it into a model built from your class.
 # `weights_only=True` (the default since torch 2.6) unpickles only tensors, plain Python values, a
-# few safe types (`OrderedDict`, `torch.Size`, dtypes, ...) and what `add_safe_globals` allows: no
-# arbitrary code runs (torch 2.10 fixed a hole in it, CVE-2026-24747). Pitfall: `torch.save(model)`
+# few safe types (`OrderedDict`, `torch.Size`, dtypes, ...) and what `add_safe_globals` allows, so
+# that no arbitrary code runs (2.10 fixed a hole: CVE-2026-24747). Pitfall: `torch.save(model)`
 # pickles the object, naming its class by import path (`__main__.MLP`): a safe load refuses it.
 
 # %%
