@@ -50,7 +50,7 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Parameters: a class, a closure or `functools.partial`
-# A Dataset's `__getitem__` calls `transform(sample)` with one argument; `shift_scale` needs two
+# A Dataset like 02's calls `transform(sample)` with one argument; `shift_scale` needs two
 # more. A class keeps them as attributes, a closure captures them, a partial fills them in.
 # (`v2.Normalize` does this with a mean and a std per channel.)
 
@@ -129,7 +129,7 @@ if __name__ == "__main__":
         except (OSError, ValueError) as e:  # no such folder, a full disk, no known suffix
             parser.error(f"--save-grid {args.save_grid}: {e}")
         except KeyError as e:  # a format PIL reads but cannot write, such as .psd
-            parser.error(f"--save-grid {args.save_grid}: no writer for {e} files")
+            parser.error(f"--save-grid {args.save_grid}: no writer for {e.args[0]} files")
         print(f"wrote {args.save_grid}")
 
 # %% [markdown]

@@ -127,7 +127,7 @@ def test_save_grid_writes_the_picture(tmp_path, monkeypatch, capsys):
     ("grid.xyz", "unknown file extension: .xyz"),
     ("folder.png", "[Errno 21] Is a directory: 'folder.png'"),
     ("full.png", "[Errno 28] No space left on device"),  # a link to /dev/full: a full disk
-    ("grid.psd", "no writer for 'PSD' files"),  # a format PIL reads and cannot write
+    ("grid.psd", "no writer for PSD files"),  # a format PIL reads and cannot write
 ])
 def test_a_grid_that_cannot_be_written_is_one_error_line(name, message, tmp_path, monkeypatch,
                                                           capsys):
