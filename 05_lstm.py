@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 05 - An LSTM that predicts the next character
 # `nn.LSTM` learns which character comes next: three tokens, two classic mistakes, then a rule
-# learned and scored on text it never saw. Run: `python 05_lstm.py` (or `--text-file notes.txt`)
+# learned, scored on a part never trained on. Run: `python 05_lstm.py` (or `--text-file notes.txt`)
 
 # %%
 import argparse
@@ -37,9 +37,9 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 # %% [markdown]
 # ## The model: one-hot characters in, log-probabilities out
 # One-hot characters (T, B, V) in (time first, unless `batch_first=True`), log-probabilities out,
-# for `nll_loss`. First three tokens, [3, 1, 2] of 4, each step's target the next: [1, 2, 3]. Two
-# mistakes: a (3, 1) target is refused; `nll_loss` (no `weight=`) averages `-input[target]`, so fed
-# `softmax` it gives a fine-looking minus mean probability, with almost no gradient when wrong.
+# for `nll_loss`. First three tokens of 4, [3, 1, 2], each step's target the next one: [1, 2, 3].
+# Mistake 1: a target of shape (3, 1), refused. Mistake 2: `softmax` into `nll_loss`, which only
+# averages `-input[target]` (no `weight=`): minus the mean probability, tiny gradients when wrong.
 
 # %%
 class CharLSTM(nn.Module):
@@ -55,7 +55,7 @@ class CharLSTM(nn.Module):
         return F.log_softmax(self.head(self.drop(out)), dim=-1), state  # (T, B, V) log-probs
 
 
-if __name__ == "__main__":  # on the CPU: a model this small gains nothing from a GPU
+if __name__ == "__main__":  # `tiny` stays on the CPU; the model below goes to --device
     torch.manual_seed(args.seed)
     tiny = CharLSTM(vocab_size=4, hidden_size=2)  # nn.LSTM(4, 2) and nn.Linear(2, 4)
     tokens, target = torch.tensor([[3], [1], [2]]), torch.tensor([1, 2, 3])  # (T, B=1), (T,)
@@ -81,7 +81,7 @@ if __name__ == "__main__":  # on the CPU: a model this small gains nothing from 
 # ## A text, and a part held out
 # A model can look good on its training text by memorising, so a tenth or more at the end is held
 # out. The default text counts on from a random four-digit number a line, `4825 4826 4827 4828`:
-# only that start (1 of 8996) is a guess, so the best expected loss is ln(8996)/20 = 0.455 a char.
+# only the start (1 of 8996) is a guess: the best loss to expect, ln(8996)/20 = 0.455 nats a char.
 
 # %%
 def counting_text(lines: int, seed: int) -> str:  # four numbers a line, from 1000..9995 on
@@ -173,7 +173,7 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Evaluation and generation
 # Evaluation scores what the baseline scored, the state carried through; generation feeds back each
-# character it picks (greedy repeats its likeliest line again and again: try `--temperature 0.8`).
+# character it picks (greedy, the likeliest each time, soon repeats a line: try `--temperature`).
 
 # %%
 @torch.inference_mode()

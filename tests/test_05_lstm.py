@@ -74,7 +74,7 @@ def test_the_best_loss_possible_the_lesson_states_is_the_first_numbers_uncertain
     """Every start equally likely, 20 characters a line, all but the first number determined."""
     starts = [int(line[:4]) for line in m.counting_text(100_000, seed=0).splitlines()]
     assert (min(starts), max(starts)) == (1000, 9995)  # 8996 starts
-    stated = re.search(r"ln\(8996\)/20 = ([\d.]+) a char", Path(m.__file__).read_text())[1]
+    stated = re.search(r"ln\(8996\)/20 = ([\d.]+) nats", Path(m.__file__).read_text())[1]
     assert stated == f"{math.log(8996) / 20:.3f}"  # 0.4552; scored from the second held-out
     # character on, the best is (800 ln 8996 - ln 9) / 15999 = 0.4551 (the first digit: 1 of 9)
 
