@@ -23,10 +23,10 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 
 # %% [markdown]
 # ## The folder: `index.csv` and one `.npy` file per sample
-# `index.csv` has the header `file,label`, then a row per sample: a path relative to the folder and
-# a class number; each file holds one image, a 2-D uint8 array. What the readers cannot use raises
-# OSError, or a ValueError naming the file (and line). `allow_pickle=False` (numpy's default)
-# refuses arrays of Python objects: unpickling them could run any code.
+# `index.csv` has the header `file,label`, then a row per sample: a path (from the folder, unless
+# absolute) and a class number; each file holds one image, a 2-D uint8 array. What the readers
+# cannot use raises OSError, or a ValueError naming the file (index.csv: and the line).
+# `allow_pickle=False` (numpy's default) refuses arrays of objects: unpickling could run any code.
 
 # %%
 def read_index(root: Path) -> list[tuple[Path, int]]:
@@ -153,7 +153,7 @@ def split(dataset: Dataset, num_val: int, seed: int) -> list[Subset]:
 
 
 if __name__ == "__main__":
-    train, val = split(dataset, max(1, len(dataset) // 5), args.seed)  # a fifth for validation
+    train, val = split(dataset, max(1, len(dataset) // 5), args.seed)  # a fifth, at least 1
     print(f"random_split: train {len(train)}, val {len(val)}, val indices {sorted(val.indices)}")
     print(f"same seed, same split: {split(dataset, len(val), args.seed)[1].indices == val.indices}")
     folder.cleanup()
