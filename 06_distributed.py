@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDatas
 
 if __name__ == "__main__":  # the demos run when this file is the program, never on import
     found = torch.accelerator.current_accelerator(check_available=True)  # None: no accelerator
-    devices = ["cpu", found.type] if found else ["cpu"]
+    devices = ["cpu", found.type] if found and found.type != "mps" else ["cpu"]  # Gloo: no MPS
     parser = argparse.ArgumentParser(description="DistributedDataParallel under torchrun.")
     parser.add_argument("--device", choices=devices, default=devices[-1], help="for every process")
     parser.add_argument("--epochs", type=int, default=5)
@@ -41,7 +41,7 @@ if __name__ == "__main__":  # the demos run when this file is the program, never
 
 # %%
 def init_distributed(device_type: str) -> torch.device:
-    """Join torchrun's group (or a world of one); return this rank's device, ValueError if none."""
+    """Join torchrun's group (or a world of one); return this rank's device, or raise ValueError."""
     device = torch.device("cpu")
     if device_type != "cpu":
         device = torch.device(device_type, int(os.environ.get("LOCAL_RANK", 0)))
@@ -130,7 +130,7 @@ if __name__ == "__main__":
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     single = copy.deepcopy(model.module)  # .module: the model inside the wrapper, the same weights
     x, y = (t.to(device) for t in next(iter(loader)))  # this rank's first batch
-    F.mse_loss(model(x), y).backward()
+    F.mse_loss(model(x), y).backward()  # train_epoch's zero_grad() clears these later
     F.mse_loss(single(gather(x)), gather(y)).backward()  # the global batch in one process
     same = all(torch.allclose(a.grad, b.grad, atol=1e-6)
                for a, b in zip(model.parameters(), single.parameters()))
@@ -140,9 +140,9 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Evaluation: every rank scores a part, `all_reduce` adds up
-# Each rank sums the errors of every world-th sample (no padding, so each counts once); `all_reduce`
-# adds up sums and counts: the whole set's loss at any world size. It scores `model.module`: DDP's
-# first forward after training broadcasts buffers (batch norm's): a rank with no batch never would.
+# Each rank sums the squared errors of every world-th sample (no padding: each counts once); summed
+# by `all_reduce`, that is the whole set's loss at any world size. It scores `model.module`: DDP's
+# first forward after training broadcasts buffers (batch norm's), which a rank with no batch skips.
 
 # %%
 @torch.inference_mode()
@@ -188,7 +188,7 @@ def save_snapshot(path: Path, model: DDP, optimizer: torch.optim.Optimizer, epoc
 
 def load_snapshot(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Load save_snapshot's file into model and optimizer; return its epoch (0: no file yet).
-    Raises ValueError naming the file if its folder is missing or it does not fit this model."""
+    Raises ValueError naming the file if its folder is missing or it cannot be loaded here."""
     if not path.parent.is_dir():
         raise ValueError(f"{path}: no folder {path.parent} to save in")
     if not path.exists():
@@ -216,5 +216,5 @@ if __name__ == "__main__":
             save_snapshot(args.snapshot, model, optimizer, epoch)
         say(f"epoch {epoch} | val loss {evaluate(model.module, val_set)[0]:.4f}")
     say(f"weights checksum {sum(p.sum() for p in model.parameters()).item():.6f}", every_rank=True)
-    time.sleep(0.1)  # Gloo's threads may still hold tensors: exiting now can abort (pytorch#190489)
+    time.sleep(0.1)  # Gloo's threads freeing tensors as Python exits can abort it (pytorch#190489)
     dist.destroy_process_group()
