@@ -52,7 +52,7 @@ def init_distributed(device_type: str) -> torch.device:
     device_id = None if device.type == "cpu" else device  # this rank's accelerator, never a CPU
     if "RANK" in os.environ:  # env://: torchrun's variables
         dist.init_process_group(backend, device_id=device_id)
-    elif not dist.is_initialized():  # a world of one (not yet, as in a re-run notebook cell)
+    elif not dist.is_initialized():  # no torchrun: a world of one (a re-run cell has joined)
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
                                 device_id=device_id)
     return device
@@ -104,8 +104,8 @@ if __name__ == "__main__":
     say(f"all shards: {len(everyone)} indices, {len(everyone.unique())} distinct")
     again = list(sampler)[:3]  # the next epoch without set_epoch
     sampler.set_epoch(1)
-    say(f"epoch 0 starts {shard[:3]}; epoch 1 without set_epoch {again} (the same); with "
-        f"set_epoch(1) {list(sampler)[:3]}")
+    say(f"epoch 0 starts {shard[:3]}; epoch 1 without set_epoch {again} (the same: "
+        f"{again == shard[:3]}); with set_epoch(1) {list(sampler)[:3]}")
 
 # %% [markdown]
 # ## The model in `DistributedDataParallel`: one averaged gradient on every rank

@@ -25,8 +25,8 @@ m = load_script("06_distributed.py")
 KEY_LINES = [r"^\[rank 0\] device cpu \(gloo\), shard: 512 of 512 samples, "
              r"first \[\d+(, \d+){4}\]$",
              r"^all shards: 512 indices, 512 distinct$",
-             r"^epoch 0 starts (\[\d+, \d+, \d+\]); epoch 1 without set_epoch \1 \(the same\); "
-             r"with set_epoch\(1\) \[",
+             r"^epoch 0 starts (\[\d+, \d+, \d+\]); epoch 1 without set_epoch \1 "
+             r"\(the same: True\); with set_epoch\(1\) \[",
              r"^DDP gradient == gradient of the global batch, 32 x 1 samples, in one process: "
              r"True; 16 steps an epoch$",
              r"^val loss, untrained: 10\.5027 \(128 samples\)$",  # the untrained model's
