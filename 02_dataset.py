@@ -1,159 +1,100 @@
 # %% [markdown]
 # # 02 - A Dataset: how many samples, and how to load sample i
-# A map-style `Dataset` has `__len__` and `__getitem__`; this one reads a folder lazily, a file
-# per sample. Then `transform=`, a stream, a split. Run: `python 02_dataset.py` (or `--root DIR`)
+# A map-style `Dataset` answers two questions: `len(dataset)` and `dataset[i]`. This one reads a
+# folder of images lazily, one file per sample. Run: `python 02_dataset.py`
 
 # %%
-import argparse
 import csv
-import sys
+import itertools
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, Subset, random_split
+from torch.utils.data import Dataset, Subset, random_split
 
-if __name__ == "__main__":  # the demos run when this file is the program, never on import
-    parser = argparse.ArgumentParser(description="A Dataset over a folder of .npy files.")
-    parser.add_argument("--root", type=Path, help="index.csv and .npy files; default: an example")
-    parser.add_argument("--seed", type=int, default=0)
-    # flags: `python 02_dataset.py --seed 1` or `%run 02_dataset.py --seed 1`; a notebook: defaults
-    args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
+SEED = 0
+torch.manual_seed(SEED)
 
 # %% [markdown]
-# ## The folder: `index.csv` and one `.npy` file per sample
-# `index.csv` has the header `file,label`, then a row per sample: a path (from the folder, unless
-# absolute) and a class number; each file holds one image, a 2-D uint8 array. What the readers
-# cannot use raises OSError, or a ValueError naming the file (index.csv: and the line).
-# `allow_pickle=False` (numpy's default) refuses arrays of objects: unpickling could run any code.
-
-# %%
-def read_index(root: Path) -> list[tuple[Path, int]]:
-    """[(path, label), ...] from root/index.csv; raises OSError, or ValueError naming the file."""
-    index, rows = root / "index.csv", []
-    with open(index, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" too
-        reader = csv.reader(f, strict=True)  # an unclosed quote: an error, not a field to the end
-        try:
-            if next(reader, None) != ["file", "label"]:
-                raise ValueError(f"{index}:1: the first line must be the header 'file,label'")
-            for row in filter(None, reader):  # skips blank lines, as csv.DictReader does
-                if len(row) != 2 or not row[0] or "\0" in row[0] or not row[1].strip().isdecimal():
-                    raise ValueError(f"{index}:{reader.line_num}: not 'file,label >= 0': {row}")
-                rows.append((root / row[0], int(row[1])))
-        except csv.Error as e:
-            raise ValueError(f"{index}:{reader.line_num}: {e}") from None
-        except UnicodeDecodeError:  # e.g. Excel's plain "CSV", in a legacy code page
-            raise ValueError(f"{index}: not UTF-8 text (Excel: save as \"CSV UTF-8\")") from None
-    if not rows:
-        raise ValueError(f"{index}: no rows after the header")
-    return rows
-
-
-def load_image(path: Path) -> torch.Tensor:
-    """The (H, W) uint8 image in a .npy file; raises OSError, or ValueError naming the file."""
-    with open(path, "rb") as f:
-        try:  # read_array reads .npy alone (np.load would open an .npz archive too)
-            array = np.lib.format.read_array(f, allow_pickle=False)
-        except Exception:  # numpy's parser raises many kinds: not .npy, cut short, a bad header
-            raise ValueError(f"{path}: not a readable .npy file") from None
-    if array.dtype != np.uint8 or array.ndim != 2 or array.size == 0:
-        raise ValueError(f"{path}: not a non-empty 2-D uint8 array: {array.dtype} {array.shape}")
-    return torch.from_numpy(array)
-
-
-def write_example_folder(root: Path, n: int = 10, seed: int = 0) -> Path:  # label 1: bright
-    generator = torch.Generator().manual_seed(seed)
-    (root / "images").mkdir()
-    with open(root / "index.csv", "w") as f:
-        f.write("file,label\n")
-        for i in range(n):
-            image = torch.randint(0, 256, (8, 8), dtype=torch.uint8, generator=generator)
-            np.save(root / f"images/{i}.npy", image.numpy())
-            f.write(f"images/{i}.npy,{int(image.float().mean() > 127.5)}\n")
-    return root
-
-# %% [markdown]
-# ## A map-style Dataset
-# `__init__` reads the small index (`__len__` needs it); `__getitem__` loads one sample when asked
-# (loading all in `__init__`, as torchvision's MNIST does, is right when they fit in memory), and
-# applies `transform=`, a function from sample to sample (03_transforms.py). `for sample in dataset`
-# calls `__getitem__(0)`, `(1)`, ... until an `IndexError`: one that never raises it (`idx % len`)
-# makes the loop endless.
+# ## A map-style Dataset over a folder
+# `index.csv` lists the samples under the header `file,label`, a path from the folder and a class
+# number each; each `.npy` file holds one (H, W) uint8 image. `__init__` reads only the index, and
+# `__getitem__` loads one file when asked, so memory stays flat however large the folder is.
+# A missing file raises `FileNotFoundError` with its path. `allow_pickle=False` refuses an array of
+# Python objects, because unpickling can run any code; numpy reads a file that is not `.npy` as a
+# pickle, so it is refused too, with "This file contains pickled (object) data".
 
 # %%
 class FolderDataset(Dataset):
     def __init__(self, root, transform=None):
-        self.rows = read_index(Path(root))  # [(path, label), ...]
-        self.transform = transform
+        self.root, self.transform = Path(root), transform
+        # utf-8-sig drops the BOM that Excel writes; DictReader skips blank lines
+        with open(self.root / "index.csv", newline="", encoding="utf-8-sig") as f:
+            self.rows = [(row["file"], int(row["label"])) for row in csv.DictReader(f)]
 
-    def __len__(self) -> int:
+    def __len__(self):
         return len(self.rows)
 
-    def __getitem__(self, idx: int) -> dict:
-        path, label = self.rows[idx]  # a list: past the end, an IndexError (which ends `for`)
-        sample = {"image": load_image(path), "label": label}
-        return self.transform(sample) if self.transform is not None else sample
+    def __getitem__(self, i):
+        file, label = self.rows[i]  # past the end, the list raises IndexError
+        image = torch.from_numpy(np.load(self.root / file, allow_pickle=False))  # (H, W) uint8
+        sample = {"image": image, "label": label}
+        return self.transform(sample) if self.transform else sample
 
 
-if __name__ == "__main__":
-    folder = tempfile.TemporaryDirectory()  # removed at the end, or at exit after a Ctrl-C
-    root = args.root or write_example_folder(Path(folder.name), seed=args.seed)
-    try:  # your --root: what the readers cannot use is usage and one error line, not a traceback
-        dataset = FolderDataset(root)
-        sample = dataset[0]  # __getitem__(0): reads one file
-        samples = list(dataset)  # dataset[0], [1], ... until IndexError: reads (and keeps) them all
-    except (OSError, ValueError) as e:
-        parser.error(str(e))
-    print(f"len(dataset): {len(dataset)}; dataset[0]: image {tuple(sample['image'].shape)} "
-          f"{sample['image'].dtype}, label {sample['label']}; list(dataset): {len(samples)} items")
-
-# %%
-def to_float(sample: dict) -> dict:  # a transform: uint8 0..255 to float32 0..1
-    return {**sample, "image": sample["image"].float() / 255}  # a new dict: the input is kept
-
-
-if __name__ == "__main__":
-    image = FolderDataset(root, transform=to_float)[0]["image"]
-    print(f"with transform=to_float: {image.dtype}, in {image.min():.3f}..{image.max():.3f}")
+folder = tempfile.TemporaryDirectory()  # removed by folder.cleanup() in the last cell
+root = Path(folder.name)
+with open(root / "index.csv", "w", encoding="utf-8") as f:  # 10 random images; 1: the brighter
+    f.write("file,label\n")
+    for i in range(10):
+        image = torch.randint(0, 256, (8, 8), dtype=torch.uint8)
+        np.save(root / f"{i}.npy", image.numpy())
+        f.write(f"{i}.npy,{int(image.float().mean() > 127.5)}\n")
+dataset = FolderDataset(root)
+sample = dataset[0]  # reads 0.npy
+print(f"len(dataset): {len(dataset)}; dataset[0]: image {tuple(sample['image'].shape)} "
+      f"{sample['image'].dtype}, label {sample['label']}")
 
 # %% [markdown]
-# ## An IterableDataset: a stream, no random access
-# For records read one after another (a socket, a generator), implement `__iter__`; `__len__` is
-# optional. DataLoader workers each run their own `__iter__`, and would each yield everything
-# unless `__iter__` splits the work by `torch.utils.data.get_worker_info()`.
+# ## `for sample in dataset`, and a transform
+# A class with `__getitem__` and no `__iter__` is iterable: `for` calls `dataset[0]`, `dataset[1]`
+# and so on, and stops at the first `IndexError`. Pitfall: a `__getitem__` that never raises it,
+# such as one that wraps around with `i % len(self)`, makes the loop endless. `transform=` takes a
+# function from sample to sample (03_transforms.py), run on every load; it returns a new dict, so
+# the sample it was given is left as it was. 03's transforms, like torchvision's, expect (C, H, W)
+# images: `image[None]` gives a grey (H, W) image its channel axis.
 
 # %%
-class FolderStream(IterableDataset):
-    def __init__(self, root, transform=None):
-        self.root, self.transform = Path(root), transform
-
-    def __iter__(self):
-        for path, label in read_index(self.root):
-            sample = {"image": load_image(path), "label": label}
-            yield self.transform(sample) if self.transform is not None else sample
+class Wrapping(FolderDataset):
+    def __getitem__(self, i):
+        return super().__getitem__(i % len(self))
 
 
-if __name__ == "__main__":
-    same = all(torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
-               for a, b in zip(FolderStream(root), samples, strict=True))
-    print(f"FolderStream yields the samples of FolderDataset: {same}")
+def flip(sample):  # a mirror image, as training's augmentation might make
+    return {**sample, "image": sample["image"].flip(-1)}
+
+
+print(f"list(dataset): {len(list(dataset))} samples, then dataset[10] raised IndexError")
+print(f"a __getitem__ that wraps around: islice stopped its loop at "
+      f"{len(list(itertools.islice(Wrapping(root), 25)))} samples; a plain for never ends")
+mirrored = torch.equal(FolderDataset(root, transform=flip)[0]["image"], sample["image"].flip(-1))
+print(f"with transform=flip, dataset[0]'s image is mirrored: {mirrored}")
 
 # %% [markdown]
-# ## Train and validation: `random_split`
-# It shuffles the indices and cuts them into the lengths given (or fractions, `[0.8, 0.2]`). A
-# seeded `Generator` of its own: the split does not depend on what was drawn before. Its `Subset`s
-# share the dataset's transform; give each part its own, or training's augmentation reaches
-# validation: `Subset(FolderDataset(root, transform=augment), train.indices)` (augment: see 03).
+# ## Training and validation parts: `random_split`
+# `random_split` shuffles the indices and cuts them into the fractions (or lengths) given. With a
+# seeded `generator=` of its own, the split stays the same whatever was drawn before it.
+# Pitfall: both parts are `Subset`s of one dataset and share its transform, so training's
+# augmentation would reach validation. Give each part a dataset of its own, with the same indices.
 
 # %%
-def split(dataset: Dataset, num_val: int, seed: int) -> list[Subset]:
-    generator = torch.Generator().manual_seed(seed)
-    return random_split(dataset, [len(dataset) - num_val, num_val], generator=generator)
-
-
-if __name__ == "__main__":
-    train, val = split(dataset, max(1, len(dataset) // 5), args.seed)  # a fifth, at least 1
-    print(f"random_split: train {len(train)}, val {len(val)}, val indices {sorted(val.indices)}")
-    print(f"same seed, same split: {split(dataset, len(val), args.seed)[1].indices == val.indices}")
-    folder.cleanup()
+generator = torch.Generator().manual_seed(SEED)
+train_set, val_set = random_split(dataset, [0.8, 0.2], generator=generator)
+print(f"random_split: train {len(train_set)}, val {len(val_set)}, val indices {val_set.indices}")
+train_set.dataset.transform = flip  # meant for training only
+print(f"flip, set on train_set.dataset, is val_set's too: {val_set.dataset.transform is flip}")
+train_set = Subset(FolderDataset(root, transform=flip), train_set.indices)
+val_set = Subset(FolderDataset(root), val_set.indices)
+print(f"with a dataset each, val_set's transform is {val_set.dataset.transform}")
+folder.cleanup()
