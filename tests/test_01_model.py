@@ -14,7 +14,8 @@ m = load_script("01_model.py")
 KEY_LINES = [r"^device: (cpu|cuda|mps|xpu)",
              r"^  \(fc1\): Linear\(in_features=4, out_features=16, bias=True\)$",
              r"^model\(x\): x \(8, 4\) -> logits \(8, 3\); 131 parameters ",  # 4*16 + 16 + 16*3 + 3
-             r"^two layers in a plain list: parameters\(\) finds 0 tensors; in an nn.ModuleList, 4$",
+             r"^two layers in a plain list: parameters\(\) finds 0 tensors; "
+             r"in an nn.ModuleList, 4$",
              r"^fc1.weight std 0\.\d{3}: Kaiming's target for fan_in 4 is sqrt\(2/4\) = 0\.707 .*"
              r"biases all zero: True$",
              r"^autograd: L = 9, dL/dw = 12, dL/db = 6$",
