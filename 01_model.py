@@ -38,7 +38,7 @@ class MLP(nn.Module):
 
 model = MLP(4, 16, 3).to(device)  # .to() moves a module in place
 print(model)
-x = torch.randn(8, 4).to(device)  # a tensor's .to() returns a moved copy, so assign it
+x = torch.randn(8, 4).to(device)  # a tensor's .to() returns the tensor on device: assign it
 print(f"model(x): x {tuple(x.shape)} -> logits {tuple(model(x).shape)}; "
       f"{sum(p.numel() for p in model.parameters())} parameters (4*16 + 16 + 16*3 + 3)")
 plain = nn.Module()
@@ -61,19 +61,20 @@ def init_weights(module):
 
 
 model.apply(init_weights)
-print(f"fc1.weight std {model.fc1.weight.std():.3f}: Kaiming's target for fan_in 4 is sqrt(2/4) = "
-      f"{0.5**0.5:.3f} (64 weights: close, not equal); biases all zero: {not model.fc1.bias.any()}")
+print(f"fc1.weight std {model.fc1.weight.std():.3f}, near Kaiming's sqrt(2/4) = 0.707 for fan_in 4")
 
 # %% [markdown]
 # ## Training: one step checked by hand, and `train()` and `eval()`
 # `loss.backward()` fills the `.grad` of every parameter the loss depends on, and
-# `optimizer.step()` moves each parameter against its gradient. Take one linear layer y = w*x + b
-# with w=3 and b=1, the input x=2, the target t=4 and the loss L = (y - t)^2. By hand,
-# dL/dw = 2(y - t)x = 12 and dL/db = 2(y - t) = 6, and one SGD step with lr=0.1 gives
-# w = 3 - 0.1*12 = 1.8 and b = 1 - 0.1*6 = 0.4. `model.train()` turns dropout on (and makes batch
-# norm use the batch's statistics), and `model.eval()` turns it off. `eval()` does not stop
-# autograd: `torch.inference_mode()` does, so no graph is recorded, which saves memory and time.
-# Call `model.train()` again before training goes on, or dropout stays off.
+# `optimizer.step()` updates each parameter from it: SGD subtracts lr times the gradient. Take one
+# linear layer y = w*x + b with w=3 and b=1, the input x=2, the target t=4 and the loss
+# L = (y - t)^2. By hand, dL/dw = 2(y - t)x = 12 and dL/db = 2(y - t) = 6, and one SGD step with
+# lr=0.1 gives w = 3 - 0.1*12 = 1.8 and b = 1 - 0.1*6 = 0.4.
+#
+# A new module is in train() mode, where dropout is on (and batch norm uses the batch's
+# statistics). `model.eval()` turns that off and `model.train()` turns it back on, so call it
+# before training goes on. `eval()` does not stop autograd: `torch.inference_mode()` does, so no
+# graph is recorded, which saves memory and time.
 
 # %%
 layer = nn.Linear(1, 1)
@@ -81,37 +82,36 @@ w, b = layer.weight, layer.bias  # (1, 1) and (1,)
 nn.init.constant_(w, 3.0)
 nn.init.constant_(b, 1.0)
 optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
-optimizer.zero_grad()  # backward() adds to .grad, so clear what an earlier step left there
+optimizer.zero_grad()  # backward() adds to .grad, so clear it before each backward()
 loss = F.mse_loss(layer(torch.tensor([[2.0]])), torch.tensor([[4.0]]))  # x and t, (B=1, 1)
 loss.backward()
 print(f"autograd: L = {loss.item():g}, dL/dw = {w.grad.item():g}, dL/db = {b.grad.item():g}")
 optimizer.step()
 print(f"after one SGD step: w = {w.item():.1f}, b = {b.item():.1f}")
-
-model.train()
 print(f"in train() mode, two passes differ (dropout): {not torch.equal(model(x), model(x))}")
 model.eval()
 with torch.inference_mode():
     logits = model(x)
-print(f"in eval() mode, two passes are equal: {torch.equal(logits, model(x))}; "
-      f"under inference_mode, no graph is recorded: {logits.grad_fn is None}")
+    loss = F.cross_entropy(logits, torch.arange(8, device=device) % 3)  # it takes logits
+print(f"in eval() mode, two passes are equal: {torch.equal(logits, model(x))}")
+print(f"evaluation: cross_entropy {loss.item():.4f}, no graph recorded: {loss.grad_fn is None}")
 
 # %% [markdown]
 # ## Saving and loading the weights
 # Save the `state_dict`, a dict of tensors by name, and load it into a model built from your class.
 # `torch.load` with `weights_only=True` (the default) is meant to keep a file from running code: it
 # unpickles only tensors, plain Python values and a few safe types. Pitfall: `torch.save(model)`
-# pickles the whole object, which names its class by import path, here `__main__.MLP`. A safe load
-# refuses it, and another program cannot load it at all, because its `__main__` has no `MLP`.
+# pickles the whole object, naming each class by import path: torch's `Linear` and, here,
+# `__main__.MLP`. A safe load refuses them, and with `weights_only=False` a program loads the file
+# only if its own `__main__` defines an `MLP`.
 
 # %%
 with tempfile.TemporaryDirectory() as folder:  # removed with what is in it at the end
     path, whole = f"{folder}/mlp.pt", f"{folder}/whole.pt"
     torch.save(model.state_dict(), path)
-    clone = MLP(4, 16, 3).to(device)
+    clone = MLP(4, 16, 3).to(device).eval()  # eval(), as model is
     clone.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    same = torch.equal(clone.eval()(x), model(x))
-    print(f"state_dict loaded into a new MLP: in eval() mode, the same outputs: {same}")
+    print(f"state_dict loaded into a new MLP: the same outputs: {torch.equal(clone(x), model(x))}")
     torch.save(model, whole)  # the pitfall
     try:
         torch.load(whole, weights_only=True)
