@@ -21,7 +21,7 @@ KEY_LINES = [r"^device: (cpu|cuda|mps|xpu)",
              r"^after one SGD step: w = 1\.8, b = 0\.4$",
              r"^in train\(\) mode, two passes differ \(dropout\): True$",
              r"^in eval\(\) mode, two passes are equal: True$",
-             r"^evaluation: cross_entropy \d\.\d{4}, with no graph recorded: True$",
+             r"^evaluation: cross_entropy \d\.\d{4}, no graph recorded: True$",
              r"^state_dict loaded into a new MLP: the same outputs: True$",
              r"^torch.load of the whole model: UnpicklingError; the file names \['__main__.MLP', "
              r"'torch.nn.modules.dropout.Dropout', 'torch.nn.modules.linear.Linear'\]$"]
