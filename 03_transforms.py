@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 03 - Transforms: a function from a sample to a sample
 # A transform takes a sample and returns a new one. Its parameters go in through a class, a
-# closure or a partial, `v2.Compose` chains transforms, and only some of them can be pickled for
-# DataLoader workers. Run: `python 03_transforms.py`
+# closure or a partial, `v2.Compose` chains transforms, and only some transforms can be pickled for
+# spawn and forkserver DataLoader workers. Run: `python 03_transforms.py`
 
 # %%
 import functools
@@ -17,12 +17,12 @@ SAVE_GRID = None  # a file name such as "grid.png", to see the images before and
 
 # %% [markdown]
 # ## A sample, and transforms with parameters
-# A sample here is a dict, `{"image": (C, H, W) uint8 tensor, "label": int}`, and a transform
-# returns a new dict, leaving its input alone, because a Dataset may hand out the same tensor
-# again. torchvision's own datasets pass their `transform=` the image alone, not a dict. A Dataset
-# calls `transform(sample)` with one argument, and `shift_scale` needs two more. A class keeps them
-# as attributes, a closure captures them, and a partial fills them in. (`v2.Normalize` does the
-# same with a mean and a std per channel.)
+# A sample here is a dict, `{"image": (C, H, W) uint8 tensor, "label": int}`. A transform returns
+# a new dict and leaves its input alone, because a Dataset may hand out the same tensor again.
+#
+# A Dataset calls `transform(sample)` with one argument, and `shift_scale` needs two more: a class
+# keeps them as attributes, a closure captures them, and a partial fills them in. `v2.Normalize`
+# is torchvision's own, with a mean and a std per channel.
 
 # %%
 def squares(n, size=32):  # n (3, size, size) uint8 images: a coloured square on a grey ramp
@@ -66,15 +66,15 @@ print(f"a class, a closure and a partial give the same output: "
 
 # %% [markdown]
 # ## Randomness, and `v2.Compose`
-# `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2's random transforms
-# draw from torch's generator, so draw from it too (`torch.randn_like`): one `torch.manual_seed`
-# then replays the whole pipeline. A DataLoader seeds torch, `random` and numpy's global generator
-# differently in each worker, but a numpy `Generator` object in a transform is copied into every
-# worker as it is, so they all draw the same numbers. `ToImage` then `ToDtype(float32,
-# scale=True)` replace the deprecated `ToTensor`; crop and flip first, while the image is uint8.
-# Pitfalls of order: v2 takes the first plain tensor in the dict as the image, so with a tensor
-# label first, `ToImage` takes the label and raises; and `ShiftScale` before `ToDtype` shifts the
-# uint8 values 0..255, not 0..1, and nothing raises.
+# v2's random transforms draw from torch's generator, so draw from it too (`torch.randn_like`):
+# one `torch.manual_seed` then replays the whole pipeline. A DataLoader seeds torch, `random` and
+# numpy's global generator differently in each worker, but a numpy `Generator` object kept in a
+# transform is copied into every worker as it is, so they all draw the same numbers.
+#
+# `v2.Compose` calls each transform in turn, torchvision's and ours alike. Pitfalls of order: v2
+# takes the first plain tensor in the dict as the image, so a tensor label put first is taken for
+# the image, and `ToImage` raises; `ShiftScale` before `ToDtype` shifts the uint8 values 0..255,
+# not 0..1, and nothing raises.
 
 # %%
 class AddNoise:
@@ -85,17 +85,17 @@ class AddNoise:
         return {**sample, "image": sample["image"] + self.std * torch.randn_like(sample["image"])}
 
 
-steps = [v2.ToImage(), v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area
-         v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
-         ShiftScale(0.5, 0.25), AddNoise(0.05)]
-pipeline = v2.Compose(steps)
+pipeline = v2.Compose([v2.ToImage(),  # ToImage, then ToDtype, replace the deprecated ToTensor
+    v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area, resized to 32x32
+    v2.RandomHorizontalFlip(),  # crop and flip while uint8: a quarter of float32's bytes
+    v2.ToDtype(torch.float32, scale=True), ShiftScale(0.5, 0.25), AddNoise(0.05)])
 torch.manual_seed(SEED)
 out = pipeline(sample)["image"]
 torch.manual_seed(SEED)
 print(f"v2.Compose: image {tuple(out.shape)} {out.dtype}; the same seed gives the same crop, "
       f"flip and noise: {torch.equal(pipeline(sample)['image'], out)}")
-wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # on uint8, before ToDtype
-print(f"ShiftScale before ToDtype: values {wrong.min():.0f}..{wrong.max():.0f}, not -2..2")
+wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # on uint8 0..255, before ToDtype
+print(f"ShiftScale on uint8, before ToDtype: {wrong.min():.0f}..{wrong.max():.0f}; on 0..1, -2..2")
 if SAVE_GRID:  # four images, and below them the same after the pipeline, each shown in 0..1
     images = [to_float(s)["image"] for s in squares(4)] + [pipeline(s)["image"] for s in squares(4)]
     save_image(make_grid(images, nrow=4, normalize=True, scale_each=True), SAVE_GRID)
@@ -105,16 +105,16 @@ if SAVE_GRID:  # four images, and below them the same after the pipeline, each s
 # Workers started with spawn (the default on macOS and Windows) or forkserver (on Linux from
 # Python 3.14) receive the Dataset and its transform through `pickle`. Pickle saves a function or
 # a class by its importable name, which a closure or a lambda does not have; so chain with
-# `v2.Compose`, not a closure. A class defined in a notebook cell lives in the kernel's
-# `__main__`, which a spawned worker cannot import: put it in a .py file and import it from
-# there. Workers started with fork inherit the Dataset instead, and a closure works there.
+# `v2.Compose`, not a closure. A class or function defined in a notebook cell lives in the
+# kernel's `__main__`, which a spawned worker cannot import, and a round trip within one process
+# cannot show it: put them in a .py file and import them from there. Workers started with fork
+# inherit the Dataset instead, and a closure works there.
 
 # %%
 print("a pickle round trip, as spawn and forkserver workers need it:")
-for name, transform in [*ways.items(), ("v2.Compose", pipeline),
-                        ("lambda", lambda sample: shift_scale(sample, 0.5, 0.25))]:
+for name, transform in [*ways.items(), ("v2.Compose", pipeline)]:
     try:
         pickle.loads(pickle.dumps(transform))
         print(f"  {name:10} pickles")
-    except (AttributeError, pickle.PicklingError) as e:  # which one depends on Python's version
+    except (AttributeError, pickle.PicklingError) as e:  # a closure: PicklingError on Python 3.14
         print(f"  {name:10} fails: {type(e).__name__}")
