@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 02 - A Dataset: how many samples, and how to load sample i
-# A map-style `Dataset` answers two questions: `len(dataset)` and `dataset[i]`. This one reads a
-# folder of images lazily, one file per sample. Run: `python 02_dataset.py`
+# A map-style `Dataset` loads sample i in `__getitem__` and says how many there are in `__len__`,
+# which a DataLoader needs. This one reads a folder lazily. Run: `python 02_dataset.py`
 
 # %%
 import csv
@@ -20,16 +20,15 @@ torch.manual_seed(SEED)
 # ## A map-style Dataset over a folder
 # `index.csv` lists the samples under the header `file,label`, a path from the folder and a class
 # number each; each `.npy` file holds one (H, W) uint8 image. `__init__` reads only the index, and
-# `__getitem__` loads one file when asked, so memory stays flat however large the folder is.
-# A missing file raises `FileNotFoundError` with its path. `allow_pickle=False` refuses an array of
-# Python objects, because unpickling can run any code; numpy reads a file that is not `.npy` as a
-# pickle, so it is refused too, with "This file contains pickled (object) data".
+# `__getitem__` loads one file when asked, so the images are never all in memory at once. A
+# missing file raises `FileNotFoundError` with its path. `allow_pickle=False`, numpy's default
+# said out loud, refuses an array of Python objects, because unpickling can run any code.
 
 # %%
 class FolderDataset(Dataset):
     def __init__(self, root, transform=None):
         self.root, self.transform = Path(root), transform
-        # utf-8-sig drops the BOM that Excel writes; DictReader skips blank lines
+        # utf-8-sig drops the BOM that Excel writes; DictReader skips empty lines
         with open(self.root / "index.csv", newline="", encoding="utf-8-sig") as f:
             self.rows = [(row["file"], int(row["label"])) for row in csv.DictReader(f)]
 
@@ -45,7 +44,7 @@ class FolderDataset(Dataset):
 
 folder = tempfile.TemporaryDirectory()  # removed by folder.cleanup() in the last cell
 root = Path(folder.name)
-with open(root / "index.csv", "w", encoding="utf-8") as f:  # 10 random images; 1: the brighter
+with open(root / "index.csv", "w", encoding="utf-8") as f:  # 10 images; label 1: mean > 127.5
     f.write("file,label\n")
     for i in range(10):
         image = torch.randint(0, 256, (8, 8), dtype=torch.uint8)
@@ -58,12 +57,12 @@ print(f"len(dataset): {len(dataset)}; dataset[0]: image {tuple(sample['image'].s
 
 # %% [markdown]
 # ## `for sample in dataset`, and a transform
-# A class with `__getitem__` and no `__iter__` is iterable: `for` calls `dataset[0]`, `dataset[1]`
-# and so on, and stops at the first `IndexError`. Pitfall: a `__getitem__` that never raises it,
-# such as one that wraps around with `i % len(self)`, makes the loop endless. `transform=` takes a
-# function from sample to sample (03_transforms.py), run on every load; it returns a new dict, so
-# the sample it was given is left as it was. 03's transforms, like torchvision's, expect (C, H, W)
-# images: `image[None]` gives a grey (H, W) image its channel axis.
+# `for sample in dataset` works without an `__iter__`: Python calls `dataset[0]`, `dataset[1]` and
+# so on, and stops at the first `IndexError`. Pitfall: a `__getitem__` that never raises it, such
+# as one that wraps around with `i % len(self)`, makes the loop endless. `transform=` takes a
+# function from sample to sample (03_transforms.py), run on every load. It returns a new dict, so
+# that a Dataset that keeps its samples in memory is not changed by a load. 03's images are
+# (C, H, W), as most of torchvision's transforms expect: `image[None]` adds a grey image's channel.
 
 # %%
 class Wrapping(FolderDataset):
@@ -92,7 +91,7 @@ print(f"with transform=flip, dataset[0]'s image is mirrored: {mirrored}")
 generator = torch.Generator().manual_seed(SEED)
 train_set, val_set = random_split(dataset, [0.8, 0.2], generator=generator)
 print(f"random_split: train {len(train_set)}, val {len(val_set)}, val indices {val_set.indices}")
-train_set.dataset.transform = flip  # meant for training only
+train_set.dataset.transform = flip  # meant for training only; train_set.dataset is dataset
 print(f"flip, set on train_set.dataset, is val_set's too: {val_set.dataset.transform is flip}")
 train_set = Subset(FolderDataset(root, transform=flip), train_set.indices)
 val_set = Subset(FolderDataset(root), val_set.indices)
