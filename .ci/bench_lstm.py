@@ -3,9 +3,10 @@ in turns (the README's speed table): `python .ci/bench_lstm.py [--device cuda] [
 --hidden-size 256] [--repeats 5]`. Prints the median tokens/s of each."""
 import argparse
 import contextlib
-import importlib.util
 import io
+import runpy
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -13,9 +14,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-spec = importlib.util.spec_from_file_location("lstm", Path(__file__).parents[1] / "05_lstm.py")
-lstm = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lstm)
+parser = argparse.ArgumentParser()
+parser.add_argument("--device", default="cpu")
+parser.add_argument("--batch-size", type=int, default=32)
+parser.add_argument("--seq-len", type=int, default=64)
+parser.add_argument("--hidden-size", type=int, default=64)
+parser.add_argument("--steps", type=int, default=300)
+parser.add_argument("--repeats", type=int, default=5)
+args = parser.parse_args()
+
+# The lesson, run once with these sizes and one training step: its train(), its model class, its
+# batches (N, B) on the device, and its choice of thread count.
+sys.argv = ["05_lstm.py", "--steps", "1", "--device", args.device, "--seq-len", str(args.seq_len),
+            "--batch-size", str(args.batch_size), "--hidden-size", str(args.hidden_size)]
+with contextlib.redirect_stdout(io.StringIO()):
+    lesson = runpy.run_path(str(Path(__file__).parents[1] / "05_lstm.py"), run_name="__main__")
+data, vocab_size = lesson["data"], len(lesson["vocab"])
 
 
 def hand_loop(model, optimizer, data, steps, seq_len):
@@ -36,38 +50,22 @@ def hand_loop(model, optimizer, data, steps, seq_len):
     return loss.item()  # waits for the device, as train()'s last log line does
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    text = lstm.counting_text(8000, 0)
-    vocab = sorted(set(text))
-    data = torch.tensor([vocab.index(ch) for ch in text])
-    n = len(data) // args.batch_size
-    data = data[: n * args.batch_size].view(args.batch_size, n).T.contiguous().to(args.device)
-    tokens = args.steps * args.batch_size * args.seq_len
-    rates = {"train()": [], "hand loop": []}
-    for _ in range(args.repeats):
-        for name in rates:
-            torch.manual_seed(0)
-            model = lstm.CharLSTM(len(vocab), args.hidden_size).to(args.device)
-            optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-            start = time.perf_counter()
-            if name == "train()":
-                with contextlib.redirect_stdout(io.StringIO()):  # its one log line, unprinted
-                    lstm.train(model, optimizer, data, args.steps, args.seq_len, args.steps)
-            else:
-                hand_loop(model, optimizer, data, args.steps, args.seq_len)
-            rates[name].append(tokens / (time.perf_counter() - start))
-    for name, values in rates.items():
-        print(f"{name:10} median {statistics.median(values):,.0f} tokens/s "
-              f"({', '.join(f'{v:,.0f}' for v in values)})")
-
-
-if __name__ == "__main__":
-    main()
+rates = {"train()": [], "hand loop": []}
+for _ in range(args.repeats):
+    for name in rates:
+        torch.manual_seed(0)
+        model = lesson["CharLSTM"](vocab_size, args.hidden_size, dropout=0.3).to(args.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+        start = time.perf_counter()
+        if name == "train()":
+            with contextlib.redirect_stdout(io.StringIO()):  # its one log line, unprinted
+                tokens = lesson["train"](model, optimizer, data, args.steps, args.seq_len,
+                                         args.steps)
+        else:
+            hand_loop(model, optimizer, data, args.steps, args.seq_len)
+        rates[name].append(tokens / (time.perf_counter() - start))
+print(f"threads: {torch.get_num_threads()}, batch size {args.batch_size}, hidden size "
+      f"{args.hidden_size}")
+for name, values in rates.items():
+    print(f"{name:10} median {statistics.median(values):,.0f} tokens/s "
+          f"({', '.join(f'{v:,.0f}' for v in values)})")
