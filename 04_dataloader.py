@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 # Spawn and forkserver workers import this file again, so the demos run only under this guard;
-# without it each worker would try to start workers of its own (the classic error on macOS).
+# unguarded, each worker would try to start its own workers: the classic error on macOS, Windows.
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="DataLoader: batches for a training loop.")
     parser.add_argument("--num-workers", type=int, default=2, help="0 loads in this process")
@@ -71,8 +71,8 @@ if __name__ == "__main__":
 # `num_workers=2` loads batches in two other processes while this one trains. Workers pay off
 # when `__getitem__` is slow (reading files, decoding, augmenting); for data already in memory,
 # as here, they only add their start-up time. fork (Linux up to Python 3.13) copies this process
-# at once. spawn (macOS, Windows) and forkserver (Linux from 3.14) start processes that import
-# torch and this file, a second or more each, and unpickle the Dataset (so no lambdas in it: 03);
+# at once. spawn (macOS, Windows) and forkserver (Linux from 3.14) start fresh processes, which
+# import torch and this file (a second or more) and unpickle the Dataset (so no lambdas in it: 03);
 # they cannot import a class made in a notebook cell, so a notebook here loads without them.
 # `persistent_workers=True` keeps the workers from epoch to epoch; `pin_memory=True` (for CUDA)
 # lets `.to(device, non_blocking=True)` copy to the GPU while the CPU goes on.
