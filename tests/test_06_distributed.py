@@ -205,8 +205,9 @@ def killed_run(tmp_path_factory):
         pytest.skip("finds the worker processes in /proc")
     cwd, tmp = tmp_path_factory.mktemp("torchrun"), tmp_path_factory.mktemp("torchrun-tmp")
     variables, command = shown_command()
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **variables, "TMPDIR": str(tmp)},
-                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {**os.environ, **variables, "TMPDIR": str(tmp)}
+    process = subprocess.Popen(command, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not (cwd / "run.pt").exists() and process.poll() is None:
