@@ -150,12 +150,12 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Randomness in workers
-# DataLoader seeds torch, `random` and numpy's global generator in each worker from a base seed
-# (from the loader's generator) plus the worker id, so torch's draws (03) differ between workers.
-# A numpy `Generator` made in `__init__` is copied into every worker as it is, so all draw the
-# same numbers: make each copy a new one from its worker's seed in a `worker_init_fn`. Under DDP
-# (06) every rank seeds torch the same, so worker w of each rank draws the same numbers too: give
-# each rank's loader `generator=torch.Generator().manual_seed(seed + rank)`.
+# DataLoader seeds torch, `random` and numpy's global generator in each worker with a base seed
+# (drawn from `generator=` or the global generator) plus the worker id, so torch's draws (03)
+# differ between workers. A numpy `Generator` made in `__init__` is copied into every worker as
+# it is, so all draw the same numbers: make each copy a new one from its worker's seed in a
+# `worker_init_fn`. Under DDP (06) every rank seeds torch the same, so worker w of each rank draws
+# the same numbers too: give rank r's loader `generator=torch.Generator().manual_seed(seed + r)`.
 # %%
 class RandomShift:  # adds a number drawn from [-1, 1] to a sample's x
     def __init__(self):
