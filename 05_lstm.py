@@ -36,7 +36,7 @@ torch.set_num_threads(1 if args.batch_size * args.hidden_size < 8192 else torch.
 # times the input weights picks one column, which `nn.Embedding` does without the (T, B, V) tensor.
 # Mistake 1: targets of shape (T, 1), not (T,). Mistake 2: `softmax` into `nll_loss`, which takes
 # minus the input at the target: minus the probability, not its log, so the gradient is tiny when
-# the model is sure and wrong. `cross_entropy` takes logits: it is `log_softmax` and `nll_loss`.
+# the model is sure and wrong. `cross_entropy` takes logits: `log_softmax` and `nll_loss` in one.
 # %%
 class CharLSTM(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int, dropout: float = 0.0):
@@ -74,9 +74,9 @@ for how, logits in [("sure", [10.0, 0.0, 0.0]), ("unsure", [0.5, 0.0, 0.0])]:
 # %% [markdown]
 # ## A text, a part held out, and a baseline
 # A model can learn its training text by heart, so the last tenth or more (from a line start) is
-# held out and only scored. The default text counts on from a random start, `4825 4826 4827 4828`:
-# only the start is a guess, one of 8996, so the best loss is ln(8996) / 20 = 0.455 nats a
-# character and the best accuracy (16 + 1/9 + 3/10) / 20 = 82% (a digit of 9, then three of 10).
+# held out and only scored. The default text counts on from a random start: `4825 4826 4827 4828`.
+# Only the start is a guess, one of 8996, so the best loss is ln(8996) / 20 = 0.455 nats a char.
+# The best accuracy is (16 + 1/9 + 3/10) / 20 = 82%: a start's first digit is one of 9, the rest 10.
 # %%
 starts = torch.randint(1000, 9996, (8000,)).tolist()  # 8000 lines, each counting on from one
 text = "".join(" ".join(str(s + i) for i in range(4)) + "\n" for s in starts)
