@@ -31,6 +31,18 @@ def load_script(name: str, *argv: str):
     return sys.modules[module_name]
 
 
+class Script:
+    """A test module's handle on a script: `load_script` runs on the first name looked up, so a
+    test process loads only the scripts its tests use (test_scripts.py imports every test module
+    for its KEY_LINES)."""
+
+    def __init__(self, name: str, *argv: str):
+        self.name, self.argv = name, argv
+
+    def __getattr__(self, attr: str):
+        return getattr(load_script(self.name, *self.argv), attr)
+
+
 def run_script(name: str, *args: str, cwd: Path, env: dict | None = None,
                timeout: float = 120) -> subprocess.CompletedProcess:
     """`python NAME ARGS` in cwd, with deprecation and future warnings as errors."""

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import load_script
+from conftest import Script
 
-m = load_script("01_model.py")
+m = Script("01_model.py")
 
 KEY_LINES = [r"^device: (cpu|cuda|mps|xpu)",
              r"^  \(fc1\): Linear\(in_features=4, out_features=16, bias=True\)$",

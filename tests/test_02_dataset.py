@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script
+from conftest import Script
 
-m = load_script("02_dataset.py")
+m = Script("02_dataset.py")
 
 KEY_LINES = [r"^len\(dataset\): 10; dataset\[0\]: image \(8, 8\) torch.uint8, label [01]$",
              r"^list\(dataset\): 10 samples, then dataset\[10\] raised IndexError$",

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from conftest import ROOT, load_script
+from conftest import ROOT, Script
 
-m = load_script("03_transforms.py")
+m = Script("03_transforms.py")
 
 KEY_LINES = [r"^a sample: image \(3, 32, 32\) torch.uint8, label 1; to_float gives torch.float32 "
              r"in 0\.16\.\.1\.00$",

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from conftest import ROOT, load_script
+from conftest import ROOT, Script
 
-m = load_script("04_dataloader.py")  # the guarded demos do not run
+m = Script("04_dataloader.py")  # the guarded demos do not run
 needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
                                 reason="these tests start workers with fork")
 

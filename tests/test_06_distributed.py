@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from conftest import ROOT, load_script
+from conftest import ROOT, Script
 
-m = load_script("06_distributed.py")  # the whole file runs, as a world of one
+m = Script("06_distributed.py")  # the whole file runs, as a world of one
 
 KEY_LINES = [r"^\[rank 0\] cpu \(gloo\): a shard of 512 of 512 samples, first \[\d+(, \d+){4}\]$",
              r"^all shards together: 512 indices, 512 distinct$",
@@ -195,7 +195,9 @@ def local_rank(pid: int) -> int:
     return int(next(v for v in environ if v.startswith(b"LOCAL_RANK=")).split(b"=")[1])
 
 
-on_the_torchrun_worker = pytest.mark.xdist_group("torchrun")  # one test process: one killed run
+# one test process, so one killed run; `pytest tests/ -m torchrun` runs these, as CI does
+def on_the_torchrun_worker(test):
+    return pytest.mark.torchrun(pytest.mark.xdist_group("torchrun")(test))
 
 
 @pytest.fixture(scope="module")
