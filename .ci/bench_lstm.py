@@ -17,7 +17,7 @@ from torch import nn
 parser = argparse.ArgumentParser()
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--batch-size", type=int, default=32)
-parser.add_argument("--seq-len", type=int, default=64)
+parser.add_argument("--seq-len", type=int, default=32)
 parser.add_argument("--hidden-size", type=int, default=64)
 parser.add_argument("--steps", type=int, default=300)
 parser.add_argument("--repeats", type=int, default=5)
