@@ -28,8 +28,8 @@ if __name__ == "__main__":
 # `DataLoader(dataset, batch_size=4, shuffle=True)` draws a new order each epoch and hands out the
 # samples a batch at a time: `for batch in loader:` is one epoch. Collation (the default
 # `collate_fn`) stacks B samples' tensors along a new first dim, Python ints into an int64 tensor
-# and floats into float64. Pitfall: float64 targets make `binary_cross_entropy` of a float32
-# output raise (and `mse_loss` silently computes in float64): store them as float32.
+# and floats into float64. Pitfall: `binary_cross_entropy` refuses float64 targets for a float32
+# output, so store float targets as float32. A plain list works as a Dataset too.
 # %%
 class Points(Dataset):  # n points in the plane, labelled 1 where x + y > 0
     def __init__(self, n: int, seed: int = 0, transform=None):
@@ -51,7 +51,7 @@ def epoch_order(loader: DataLoader) -> list[int]:  # the sample indices, in the 
 
 
 if __name__ == "__main__":
-    train_set = Points(61)  # 61 = 15 x 4 + 1: the last batch of 4 holds one sample
+    train_set = Points(61)  # 61 = 15 x 4 + 1: 15 full batches of 4, then a batch of one
     loader = DataLoader(train_set, batch_size=4, shuffle=True)
     print(f"train_set[0], one sample: {train_set[0]}")
     order = epoch_order(loader)
@@ -70,12 +70,13 @@ if __name__ == "__main__":
 # ## Training with workers, then evaluation
 # `num_workers=2` loads batches in two other processes while this one trains. Workers pay off
 # when `__getitem__` is slow (reading files, decoding, augmenting); for data already in memory,
-# as here, they only add their start-up time. fork (Linux up to Python 3.13) copies this process
-# at once. spawn (macOS, Windows) and forkserver (Linux from 3.14) start fresh processes, which
-# import torch and this file (a second or more) and unpickle the Dataset (so no lambdas in it: 03);
-# they cannot import a class made in a notebook cell, so a notebook here loads without them.
-# `persistent_workers=True` keeps the workers from epoch to epoch; `pin_memory=True` (for CUDA)
-# lets `.to(device, non_blocking=True)` copy to the GPU while the CPU goes on.
+# as here, they cost more than they save: starting them, and sending each batch across. fork
+# (Linux up to Python 3.13) copies this process. spawn (macOS, Windows) starts each worker as a
+# fresh process that imports torch and this file and unpickles the Dataset (no lambdas: 03);
+# forkserver (Linux from 3.14) does that once, in a server that forks the workers. Neither can
+# import a class made in a notebook cell, so in a notebook this loads in the main process.
+# `persistent_workers=True` keeps the workers from epoch to epoch; `pin_memory=True` (on an
+# accelerator) lets `.to(device, non_blocking=True)` copy while the CPU goes on.
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> float:
     device = next(model.parameters()).device
@@ -106,7 +107,7 @@ def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
 
 
 if __name__ == "__main__":
-    context = args.multiprocessing_context or get_start_method()
+    context = args.multiprocessing_context or get_start_method()  # fork, spawn or forkserver
     args.num_workers = 0 if in_notebook and context != "fork" else args.num_workers
     device = torch.accelerator.current_accelerator(check_available=True) or torch.device("cpu")
     loader = DataLoader(train_set, batch_size=4, shuffle=True, num_workers=args.num_workers,
@@ -118,7 +119,7 @@ if __name__ == "__main__":
     print(f"training on {device}, loading in {where}")
     for epoch in range(1, 4):
         print(f"epoch {epoch} | train loss {train_epoch(model, loader, optimizer):.4f}")
-    del loader  # persistent workers live as long as their loader (in a notebook, for ever)
+    del loader  # persistent workers live as long as their loader, in a notebook until a restart
     loss, accuracy = evaluate(model, DataLoader(Points(15, seed=1), batch_size=4))  # 4+4+4+3
     print(f"validation on 15 new points | loss {loss:.4f} | accuracy {accuracy:.1%}")
 
@@ -128,7 +129,7 @@ if __name__ == "__main__":
 # `generator=` draws the shuffle and the workers' seeds from a seeded generator of the loader's
 # own, whatever else drew from the global one. A `collate_fn` replaces collation: `pad_collate`
 # pads sequences, which cannot be stacked unless their lengths agree, to the longest and keeps the
-# lengths. It pads with 0, often a real token id: use an id no token has, and mask the padding.
+# lengths. It pads with 0, which must be an id no token has (here tokens start at 1).
 # %%
 def pad_collate(batch: list[dict]) -> dict:
     tokens = [sample["tokens"] for sample in batch]  # B tensors of different lengths
@@ -150,12 +151,11 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Randomness in workers
-# DataLoader seeds torch, `random` and numpy's global generator in each worker with a base seed
-# (drawn from `generator=` or the global generator) plus the worker id, so torch's draws (03)
-# differ between workers. A numpy `Generator` made in `__init__` is copied into every worker as
-# it is, so all draw the same numbers: make each copy a new one from its worker's seed in a
-# `worker_init_fn`. Under DDP (06) every rank seeds torch the same, so worker w of each rank draws
-# the same numbers too: give rank r's loader `generator=torch.Generator().manual_seed(seed + r)`.
+# Each new iterator draws a base seed from `generator=` or the global generator, with or without
+# workers; each worker seeds torch and `random` with base seed + worker id, and numpy's global
+# generator from both. A numpy `Generator` made in `__init__` is copied into every worker as it
+# is, so all draw the same: in a `worker_init_fn`, reseed each copy from its worker's seed. Under
+# DDP every rank seeds torch alike (06), so seed rank r's loader's `generator=` with seed + r.
 # %%
 class RandomShift:  # adds a number drawn from [-1, 1] to a sample's x
     def __init__(self):
