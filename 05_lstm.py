@@ -31,9 +31,9 @@ torch.manual_seed(args.seed)
 torch.set_num_threads(1 if args.batch_size * args.hidden_size < 8192 else torch.get_num_threads())
 # %% [markdown]
 # ## The model, and the two classic mistakes on three tokens
-# `nn.LSTM` reads one-hot tokens time first, (T, B, V), unless `batch_first=True`. `log_softmax`
-# turns the head's scores into the log-probabilities that `nll_loss` expects. A one-hot vector
-# times the input weights picks one column, which `nn.Embedding` does without the (T, B, V) tensor.
+# `nn.LSTM` reads vectors time first, (T, B, input size), here one-hot tokens. `log_softmax` gives
+# the log-probabilities that `nll_loss` expects. One-hot times the input weights picks a column of
+# them, which an `nn.Embedding` lookup gives without building the (T, B, V) tensor.
 # Mistake 1: targets of shape (T, 1), not (T,). Mistake 2: `softmax` into `nll_loss`, which takes
 # minus the input at the target: minus the probability, not its log, so the gradient is tiny when
 # the model is sure and wrong. `cross_entropy` takes logits: `log_softmax` and `nll_loss` in one.
@@ -102,10 +102,11 @@ baseline = -sum(math.log((pairs[p] + 1) / (firsts[p[0]] + len(vocab))) for p in 
 # The text is cut into `batch_size` rows side by side, read `seq_len` characters at a time. Each
 # window starts from the state the last one ended with, `detach()`ed (truncated backpropagation
 # through time): without it, `backward()` reaches into the last window's graph, already freed.
-# `retain_graph=True` hides that error but is no fix: `backward()` would go through all history.
-# Clipping guards against a recurrent net's rare exploding gradient; here it shortens the gradient
-# in only a few steps. Dropout keeps a short text from being learned by heart; it is on in
-# training, so the mean training loss (early steps included) ends above the held-out loss.
+# `retain_graph=True` is no fix: `backward()` would go back through every window, and after an
+# `optimizer.step()` it fails anyway, on weights changed in place. Clipping guards against a
+# recurrent net's rare exploding gradient; here it shortens the gradient in only a few steps.
+# Dropout, a guard against learning a text by heart, is on in training only, so each logged mean
+# training loss stays above the held-out loss, which is scored with dropout off.
 # %%
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, steps: int,
           seq_len: int, log_every: int = 100) -> int:  # data (N, B); returns the tokens used
@@ -123,16 +124,15 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         optimizer.step()
-        i, tokens = i + t, tokens + y.numel()
-        total = total + loss.detach()  # a tensor: no wait for the device
+        i, tokens, total = i + t, tokens + y.numel(), total + loss.detach()  # detach(): no wait
         if step % log_every == 0:  # .item() waits for the device, so only now and then
             print(f"step {step:5d} | mean training loss {total.item() / log_every:.4f}")
             total = 0
     return tokens
 
 model = CharLSTM(len(vocab), args.hidden_size, dropout=0.3).to(args.device)
-n = len(train_data) // args.batch_size  # characters a row
-data = train_data[: n * args.batch_size].view(args.batch_size, n).T.to(args.device)  # (n, B)
+n = len(train_data) // args.batch_size  # characters a row; the rows side by side: (n, B)
+data = train_data[: n * args.batch_size].view(args.batch_size, n).T.to(args.device)
 log_probs, state = model(data[:1])  # the pitfall, happening: the state carried without detach()
 log_probs.mean().backward()
 try:
