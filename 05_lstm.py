@@ -124,7 +124,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         optimizer.step()
-        i, tokens, total = i + t, tokens + y.numel(), total + loss.detach()  # detach(): no wait
+        i, tokens, total = i + t, tokens + y.numel(), total + loss.detach()  # no .item(), no wait
         if step % log_every == 0:  # .item() waits for the device, so only now and then
             print(f"step {step:5d} | mean training loss {total.item() / log_every:.4f}")
             total = 0
