@@ -33,9 +33,9 @@ torch.manual_seed(0)
 # `torchrun` gives each process `RANK`, `WORLD_SIZE`, `MASTER_ADDR` and `MASTER_PORT`, which
 # `init_process_group` reads, and `LOCAL_RANK`, its number on this machine, which picks its GPU.
 # With no `RANK` (under `python`) this makes a world of one. Pitfall: `WORLD_SIZE` without `RANK`
-# (`srun`, `mp.spawn`) would make N worlds of one, all training on all the data into one snapshot,
-# so `init_process_group` gets it and refuses it. Every rank must call each collective in the same
-# order: one that only some ranks call meets the others' next one (wrong values, error or hang).
+# (a launcher of your own that exports only that) would make N worlds of one, all training on all
+# the data into one snapshot, so `init_process_group` gets it and refuses it. Every rank must call
+# each collective in the same order: one that only some ranks call meets the others' next one.
 # %%
 device, device_id = torch.device("cpu"), None  # device_id: this rank's accelerator, if any
 if args.device != "cpu":
@@ -125,7 +125,7 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 64) -> 
     return (totals[0] / totals[1]).item(), int(totals[1])  # the mean, the samples scored
 
 
-loss, count = evaluate(model.module, val_set)  # .module: the plain model inside the wrapper
+loss, count = evaluate(model.module, val_set)  # .module: the plain model, without DDP's hooks
 if rank == 0:
     print(f"val loss, untrained: {loss:.4f} ({count} samples, each scored once)")
 
@@ -144,7 +144,7 @@ def save_snapshot(path: Path, model: DDP, optimizer: torch.optim.Optimizer, epoc
         part = path.with_name(path.name + ".part")
         torch.save({"model": model.module.state_dict(), "optimizer": optimizer.state_dict(),
                     "epoch": epoch}, part)
-        os.replace(part, path)  # atomic: the old snapshot or the new one, never half of one
+        os.replace(part, path)  # a rename in one folder: the old snapshot or the new, never half
     dist.barrier()  # no rank goes on before the snapshot is there
 
 
@@ -165,5 +165,5 @@ for epoch in range(done + 1, args.epochs + 1):
     if rank == 0:
         print(f"epoch {epoch} | val loss {loss:.4f}")
 sys.stdout.write(f"[rank {rank}] weights checksum {sum(p.sum() for p in model.parameters()):.6f}\n")
-time.sleep(0.1)  # a workaround for a PyTorch bug, not a pattern: Gloo may abort a quick exit
+time.sleep(0.1)  # a workaround for a PyTorch bug (see the README), not a pattern
 dist.destroy_process_group()
