@@ -74,14 +74,14 @@ if __name__ == "__main__":
 # (Linux up to Python 3.13) copies this process. spawn (macOS, Windows) starts each worker as a
 # fresh process that imports torch and this file and unpickles the Dataset (no lambdas: 03);
 # forkserver (Linux from 3.14) does that once, in a server that forks the workers. Neither can
-# import a class made in a notebook cell, so in a notebook this loads in the main process.
+# import a class made in a notebook cell, and fork from a kernel, which runs threads of its own,
+# can deadlock (Python 3.12+ warns of it), so in a notebook this loads in the main process.
 # `persistent_workers=True` keeps the workers from epoch to epoch; `pin_memory=True` (on an
 # accelerator) lets `.to(device, non_blocking=True)` copy while the CPU goes on.
 # %%
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> float:
-    device = next(model.parameters()).device
+    device, total, count = next(model.parameters()).device, 0.0, 0
     model.train()
-    total, count = 0.0, 0
     for batch in loader:
         x = batch["x"].to(device, non_blocking=True)  # (B, 2)
         label = batch["label"].to(device, non_blocking=True)  # (B,)
@@ -108,7 +108,7 @@ def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
 
 if __name__ == "__main__":
     context = args.multiprocessing_context or get_start_method()  # fork, spawn or forkserver
-    args.num_workers = 0 if in_notebook and context != "fork" else args.num_workers
+    args.num_workers = 0 if in_notebook else args.num_workers
     device = torch.accelerator.current_accelerator(check_available=True) or torch.device("cpu")
     loader = DataLoader(train_set, batch_size=4, shuffle=True, num_workers=args.num_workers,
                         multiprocessing_context=args.multiprocessing_context,

@@ -32,9 +32,8 @@ KEY_LINES = [r"^train_set\[0\], one sample: \{'index': 0, 'x': tensor\(\[.+\]\),
              r"^RandomShift in 2 \w+ workers, worker_init_fn=None: every worker draws the same "
              r"\[(\S+), \1, (\S+), \2, (\S+), \3\]$",  # each number twice: once per worker
              r"^RandomShift in 2 \w+ workers, worker_init_fn=reseed_rng: all different \["]
-if multiprocessing.get_start_method() != "fork":  # e.g. Python 3.14 on Linux: forkserver
-    NOTEBOOK_KEY_LINES = [r"^training on \S+, loading in the main process$",
-                          r"^RandomShift in the main process, worker_init_fn=None: all different"]
+NOTEBOOK_KEY_LINES = [r"^training on \S+, loading in the main process$",
+                      r"^RandomShift in the main process, worker_init_fn=None: all different"]
 
 
 def test_collation_stacks_tensors_and_makes_ints_int64_and_floats_float64():
@@ -170,10 +169,11 @@ def test_flags_dataloader_refuses_raise_its_own_value_error(args, message, monke
         run_as_main(monkeypatch, tmp_path, "04_dataloader.py", *args)
 
 
-def test_a_notebook_whose_workers_would_not_fork_loads_in_the_main_process(monkeypatch, capsys,
-                                                                          tmp_path):
-    """Spawn and forkserver workers cannot import classes made in a notebook's cells."""
-    monkeypatch.setattr(multiprocessing, "get_start_method", lambda: "spawn")
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_a_notebook_loads_in_the_main_process(start_method, monkeypatch, capsys, tmp_path):
+    """Spawn and forkserver workers cannot import classes made in a notebook's cells, and fork
+    from a kernel's threads can deadlock."""
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda: start_method)
     run_as_main(monkeypatch, tmp_path, "/usr/lib/kernel_launcher.py", "-f", "kernel.json")
     out = capsys.readouterr().out
     assert "training on cpu, loading in the main process\nepoch 1 | train loss " in out
