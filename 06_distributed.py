@@ -62,14 +62,14 @@ def gather(t: torch.Tensor) -> torch.Tensor:  # (N, ...) on each rank -> (world_
 # needs every rank). Pitfall: it shuffles with seed + epoch, so call `set_epoch(epoch)` each epoch.
 # %%
 g = torch.Generator().manual_seed(0)  # its own: the same data on every rank
-w, x = torch.randn(8, 1, generator=g), torch.randn(640, 8, generator=g)  # (8, 1), (N, 8)
-y = x @ w + 0.1 * torch.randn(640, 1, generator=g)  # (N, 1): a linear rule plus noise
-train_set, val_set = TensorDataset(x[:512], y[:512]), TensorDataset(x[512:], y[512:])
+w, inputs = torch.randn(8, 1, generator=g), torch.randn(640, 8, generator=g)  # (8, 1), (N, 8)
+targets = inputs @ w + 0.1 * torch.randn(640, 1, generator=g)  # (N, 1): a linear rule, noise
+train_set = TensorDataset(inputs[:512], targets[:512])
+val_set = TensorDataset(inputs[512:], targets[512:])
 sampler = DistributedSampler(train_set, seed=0)  # the rank and world size of the group
 loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)
 shard = list(sampler)
-# One write for a line from every rank: torchrun's output is unbuffered, and print writes the
-# newline apart, so the ranks' lines could mix.
+# One write a line: under torchrun, print writes the newline apart, and ranks' lines would mix.
 sys.stdout.write(f"[rank {rank}] {device} ({dist.get_backend()}): a shard of {len(shard)} of "
                  f"{len(train_set)} samples, first {shard[:5]}\n")
 everyone = gather(torch.tensor(shard, device=device))
