@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 02 - A Dataset: how many samples, and how to load sample i
 # A map-style `Dataset` loads sample i in `__getitem__` and says how many there are in `__len__`,
-# which a DataLoader needs. This one reads a folder lazily. Run: `python 02_dataset.py`
+# which a DataLoader's sampler needs. This one reads a folder lazily. Run: `python 02_dataset.py`
 
 # %%
 import csv
@@ -39,7 +39,7 @@ class FolderDataset(Dataset):
         file, label = self.rows[i]  # past the end, the list raises IndexError
         image = torch.from_numpy(np.load(self.root / file, allow_pickle=False))  # (H, W) uint8
         sample = {"image": image, "label": label}
-        return self.transform(sample) if self.transform else sample
+        return self.transform(sample) if self.transform is not None else sample
 
 
 folder = tempfile.TemporaryDirectory()  # removed by folder.cleanup() in the last cell
@@ -58,10 +58,10 @@ print(f"len(dataset): {len(dataset)}; dataset[0]: image {tuple(sample['image'].s
 # %% [markdown]
 # ## `for sample in dataset`, and a transform
 # `for sample in dataset` works without an `__iter__`: Python calls `dataset[0]`, `dataset[1]` and
-# so on, and stops at the first `IndexError`. Pitfall: a `__getitem__` that never raises it, such
-# as one that wraps around with `i % len(self)`, makes the loop endless. `transform=` takes a
-# function from sample to sample (03_transforms.py), run on every load. It returns a new dict, so
-# that a Dataset that keeps its samples in memory is not changed by a load. 03's images are
+# so on, and stops at the first `IndexError`. Pitfall: a `__getitem__` that never raises it, such as
+# one that wraps around with `i % len(self)`, makes the loop endless. `transform=` takes a function
+# from sample to sample (03_transforms.py), run on every load. A transform should return a new dict,
+# so that a Dataset that keeps its samples in memory is not changed by a load. 03's images are
 # (C, H, W), as most of torchvision's transforms expect: `image[None]` adds a grey image's channel.
 
 # %%
