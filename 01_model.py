@@ -66,7 +66,7 @@ print(f"fc1.weight std {model.fc1.weight.std():.3f}, near Kaiming's sqrt(2/4) = 
 # %% [markdown]
 # ## Training: one step checked by hand, and `train()` and `eval()`
 # `loss.backward()` fills the `.grad` of every parameter the loss depends on, and
-# `optimizer.step()` updates each parameter from it: SGD subtracts lr times the gradient. Take one
+# `optimizer.step()` updates each parameter from it: plain SGD subtracts lr times it. Take one
 # linear layer y = w*x + b with w=3 and b=1, the input x=2, the target t=4 and the loss
 # L = (y - t)^2. By hand, dL/dw = 2(y - t)x = 12 and dL/db = 2(y - t) = 6, and one SGD step with
 # lr=0.1 gives w = 3 - 0.1*12 = 1.8 and b = 1 - 0.1*6 = 0.4.
@@ -74,7 +74,7 @@ print(f"fc1.weight std {model.fc1.weight.std():.3f}, near Kaiming's sqrt(2/4) = 
 # A new module is in train() mode, where dropout is on (and batch norm uses the batch's
 # statistics). `model.eval()` turns that off and `model.train()` turns it back on, so call it
 # before training goes on. `eval()` does not stop autograd: `torch.inference_mode()` does, so no
-# graph is recorded, which saves memory and time.
+# graph is recorded, which saves memory and time (its tensors cannot enter autograd later).
 
 # %%
 layer = nn.Linear(1, 1)
@@ -82,7 +82,7 @@ w, b = layer.weight, layer.bias  # (1, 1) and (1,)
 nn.init.constant_(w, 3.0)
 nn.init.constant_(b, 1.0)
 optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
-optimizer.zero_grad()  # backward() adds to .grad, so clear it before each backward()
+optimizer.zero_grad()  # backward() adds to .grad, so reset it (to None) before each backward()
 loss = F.mse_loss(layer(torch.tensor([[2.0]])), torch.tensor([[4.0]]))  # x and t, (B=1, 1)
 loss.backward()
 print(f"autograd: L = {loss.item():g}, dL/dw = {w.grad.item():g}, dL/db = {b.grad.item():g}")

@@ -17,12 +17,12 @@ SAVE_GRID = None  # a file name such as "grid.png", to see the images before and
 
 # %% [markdown]
 # ## A sample, and transforms with parameters
-# A sample here is a dict, `{"image": (C, H, W) uint8 tensor, "label": int}`. A transform returns
-# a new dict and leaves its input alone, because a Dataset may hand out the same tensor again.
+# A sample here is a dict, `{"image": (C, H, W) uint8 tensor, "label": int}`. Our transforms return
+# a new dict and leave their input alone, because a Dataset may hand out the same tensor again.
 #
 # A Dataset calls `transform(sample)` with one argument, and `shift_scale` needs two more: a class
 # keeps them as attributes, a closure captures them, and a partial fills them in. `v2.Normalize`
-# is torchvision's own, with a mean and a std per channel.
+# is torchvision's own, with a mean and a std per channel (it refuses a uint8 image).
 
 # %%
 def squares(n, size=32):  # n (3, size, size) uint8 images: a coloured square on a grey ramp
@@ -73,8 +73,8 @@ print(f"a class, a closure and a partial give the same output: "
 #
 # `v2.Compose` calls each transform in turn, torchvision's and ours alike. Pitfalls of order: v2
 # takes the first plain tensor in the dict as the image, so a tensor label put first is taken for
-# the image, and `ToImage` raises; `ShiftScale` before `ToDtype` shifts the uint8 values 0..255,
-# not 0..1, and nothing raises.
+# it (and a 0-D one makes `ToImage` raise); `ShiftScale` before `ToDtype` shifts the uint8 values
+# 0..255, not 0..1, and nothing raises.
 
 # %%
 class AddNoise:
@@ -94,8 +94,8 @@ out = pipeline(sample)["image"]
 torch.manual_seed(SEED)
 print(f"v2.Compose: image {tuple(out.shape)} {out.dtype}; the same seed gives the same crop, "
       f"flip and noise: {torch.equal(pipeline(sample)['image'], out)}")
-wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # on uint8 0..255, before ToDtype
-print(f"ShiftScale on uint8, before ToDtype: {wrong.min():.0f}..{wrong.max():.0f}; on 0..1, -2..2")
+wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # before ToDtype
+print(f"ShiftScale before ToDtype: {wrong.min():.0f}..{wrong.max():.0f}; on 0..1, within -2..2")
 if SAVE_GRID:  # four images, and below them the same after the pipeline, each shown in 0..1
     images = [to_float(s)["image"] for s in squares(4)] + [pipeline(s)["image"] for s in squares(4)]
     save_image(make_grid(images, nrow=4, normalize=True, scale_each=True), SAVE_GRID)

@@ -32,8 +32,8 @@ torch.set_num_threads(1 if args.batch_size * args.hidden_size < 8192 else torch.
 # %% [markdown]
 # ## The model, and the two classic mistakes on three tokens
 # `nn.LSTM` reads vectors time first, (T, B, input size), here one-hot tokens. `log_softmax` gives
-# the log-probabilities that `nll_loss` expects. One-hot times the input weights picks a column of
-# them, which an `nn.Embedding` lookup gives without building the (T, B, V) tensor.
+# the log-probabilities that `nll_loss` expects. One-hot times the input weights just picks one of
+# their columns; an `nn.Embedding` layer picks by index instead, without the (T, B, V) tensor.
 # Mistake 1: targets of shape (T, 1), not (T,). Mistake 2: `softmax` into `nll_loss`, which takes
 # minus the input at the target: minus the probability, not its log, so the gradient is tiny when
 # the model is sure and wrong. `cross_entropy` takes logits: `log_softmax` and `nll_loss` in one.
@@ -73,10 +73,10 @@ for how, logits in [("sure", [10.0, 0.0, 0.0]), ("unsure", [0.5, 0.0, 0.0])]:
           f"{wrong.norm():.3g} from nll_loss(softmax), {right.norm():.3g} from cross_entropy")
 # %% [markdown]
 # ## A text, a part held out, and a baseline
-# A model can learn its training text by heart, so the last tenth or more (from a line start) is
-# held out and only scored. The default text counts on from a random start: `4825 4826 4827 4828`.
+# A model can learn its training text by heart, so the last 10-20% (from a line start) is held
+# out and only scored. The default text counts on from a random start: `4825 4826 4827 4828`.
 # Only the start is a guess, one of 8996, so the best loss is ln(8996) / 20 = 0.455 nats a char.
-# The best accuracy is (16 + 1/9 + 3/10) / 20 = 82%: a start's first digit is one of 9, the rest 10.
+# The best accuracy is about (16 + 1/9 + 3/10) / 20 = 82%: a start's first digit is one of 9.
 # %%
 starts = torch.randint(1000, 9996, (8000,)).tolist()  # 8000 lines, each counting on from one
 text = "".join(" ".join(str(s + i) for i in range(4)) + "\n" for s in starts)
@@ -105,8 +105,8 @@ baseline = -sum(math.log((pairs[p] + 1) / (firsts[p[0]] + len(vocab))) for p in 
 # `retain_graph=True` is no fix: `backward()` would go back through every window, and after an
 # `optimizer.step()` it fails anyway, on weights changed in place. Clipping guards against a
 # recurrent net's rare exploding gradient; here it shortens the gradient in only a few steps.
-# Dropout, a guard against learning a text by heart, is on in training only, so each logged mean
-# training loss stays above the held-out loss, which is scored with dropout off.
+# Each logged training loss is the mean over its steps, while the loss still falls and dropout is
+# on, so it ends above the held-out loss, which the trained model scores with dropout off.
 # %%
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, steps: int,
           seq_len: int, log_every: int = 100) -> int:  # data (N, B); returns the tokens used
@@ -147,8 +147,8 @@ print(f"trained on {args.device} (CPU threads: {torch.get_num_threads()}): {toke
       f"{seconds:.1f} s, {tokens / seconds:,.0f} tokens/s")
 # %% [markdown]
 # ## Evaluation and generation
-# Evaluation scores what the baseline scored, the state carried across chunks. Generation feeds
-# each character it picks back in: sampled at a temperature (below 1 favours likely ones) or greedy.
+# Evaluation scores the held-out part, as the baseline did. Generation feeds back each character it
+# picks, sampled at a temperature or greedy; the greedy count shows how often a line goes wrong.
 # %%
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: torch.Tensor, chunk: int = 256):  # data (N,)
