@@ -73,7 +73,7 @@ if __name__ == "__main__":
 # as here, they cost more than they save: starting them, and sending each batch across. fork
 # (Linux up to Python 3.13) copies this process. spawn (macOS, Windows) starts each worker as a
 # fresh process that imports torch and this file and unpickles the Dataset (no lambdas: 03);
-# forkserver (Linux from 3.14) does that once, in a server that forks the workers. Neither can
+# forkserver (Linux from 3.14) imports them once, in a server that forks the workers. Neither can
 # import a class made in a notebook cell, and fork from a kernel, which runs threads of its own,
 # can deadlock (Python 3.12+ warns of it), so in a notebook this loads in the main process.
 # `persistent_workers=True` keeps the workers from epoch to epoch; `pin_memory=True` (on an
@@ -95,9 +95,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
-    device = next(model.parameters()).device
+    device, loss, correct, count = next(model.parameters()).device, 0.0, 0, 0
     model.eval()
-    loss, correct, count = 0.0, 0, 0
     for batch in loader:
         logits, label = model(batch["x"].to(device)), batch["label"].to(device)  # (B, 2), (B,)
         loss += F.cross_entropy(logits, label, reduction="sum").item()
@@ -119,7 +118,7 @@ if __name__ == "__main__":
     print(f"training on {device}, loading in {where}")
     for epoch in range(1, 4):
         print(f"epoch {epoch} | train loss {train_epoch(model, loader, optimizer):.4f}")
-    del loader  # persistent workers live as long as their loader, in a notebook until a restart
+    del loader  # persistent workers live as long as their loader
     loss, accuracy = evaluate(model, DataLoader(Points(15, seed=1), batch_size=4))  # 4+4+4+3
     print(f"validation on 15 new points | loss {loss:.4f} | accuracy {accuracy:.1%}")
 
@@ -151,11 +150,12 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Randomness in workers
-# Each new iterator draws a base seed from `generator=` or the global generator, with or without
-# workers; each worker seeds torch and `random` with base seed + worker id, and numpy's global
-# generator from both. A numpy `Generator` made in `__init__` is copied into every worker as it
-# is, so all draw the same: in a `worker_init_fn`, reseed each copy from its worker's seed. Under
-# DDP every rank seeds torch alike (06), so seed rank r's loader's `generator=` with seed + r.
+# Each new iterator, with or without workers, draws a base seed from `generator=` or the global
+# generator (persistent workers keep one iterator). Each worker seeds torch and `random` with base
+# seed + worker id, and numpy's global generator from both. A numpy `Generator` made in `__init__`
+# is copied into every worker as it is, so all draw the same: in a `worker_init_fn`, reseed each
+# copy from its worker's seed. Under DDP, where each rank seeds torch alike (06), give rank r's
+# loader `generator=` seeded with seed + r (with a DistributedSampler it seeds only the workers).
 # %%
 class RandomShift:  # adds a number drawn from [-1, 1] to a sample's x
     def __init__(self):
