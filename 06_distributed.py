@@ -69,7 +69,7 @@ val_set = TensorDataset(inputs[512:], targets[512:])
 sampler = DistributedSampler(train_set, seed=0)  # the rank and world size of the group
 loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)
 shard = list(sampler)
-# One write a line: under torchrun, print writes the newline apart, and ranks' lines would mix.
+# One write a line: torchrun's output is unbuffered, print writes the newline apart, lines mix.
 sys.stdout.write(f"[rank {rank}] {device} ({dist.get_backend()}): a shard of {len(shard)} of "
                  f"{len(train_set)} samples, first {shard[:5]}\n")
 everyone = gather(torch.tensor(shard, device=device))
@@ -125,7 +125,7 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 64) -> 
     return (totals[0] / totals[1]).item(), int(totals[1])  # the mean, the samples scored
 
 
-loss, count = evaluate(model.module, val_set)  # .module: the plain model, without DDP's hooks
+loss, count = evaluate(model.module, val_set)  # .module: without DDP's forward and its collectives
 if rank == 0:
     print(f"val loss, untrained: {loss:.4f} ({count} samples, each scored once)")
 
