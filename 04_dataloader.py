@@ -42,8 +42,8 @@ class Points(Dataset):  # n points in the plane, labelled 1 where x + y > 0
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict:
-        sample = {"index": i, "x": self.x[i], "label": self.labels[i]}
-        return self.transform(sample) if self.transform else sample
+        sample = {"index": i, "x": self.x[i], "label": self.labels[i]}  # index: to show the order
+        return self.transform(sample) if self.transform is not None else sample
 
 
 def epoch_order(loader: DataLoader) -> list[int]:  # the sample indices, in the order served

@@ -54,7 +54,7 @@ tiny = CharLSTM(vocab_size=4, hidden_size=2)  # nn.LSTM(4, 2) and nn.Linear(2, 4
 tokens, targets = torch.tensor([[3], [1], [2]]), torch.tensor([1, 2, 3])  # (T, B=1), (T,)
 optimizer = torch.optim.Adam(tiny.parameters(), lr=0.1)
 for step in range(300):
-    log_probs = tiny(tokens)[0][:, 0]  # (T, V)
+    log_probs = tiny(tokens)[0][:, 0]  # the log-probabilities (T, B, V), batch row 0: (T, V)
     loss = F.nll_loss(log_probs, targets)
     optimizer.zero_grad()
     loss.backward()

@@ -34,8 +34,8 @@ torch.manual_seed(0)
 # `init_process_group` reads, and `LOCAL_RANK`, its number on this machine, which picks its GPU.
 # With no `RANK` (under `python`) this makes a world of one. Pitfall: `WORLD_SIZE` without `RANK`
 # (a launcher of your own that exports only that) would make N worlds of one, all training on all
-# the data into one snapshot, so `init_process_group` gets it and refuses it. Every rank must call
-# each collective in the same order: one that only some ranks call meets the others' next one.
+# the data into one snapshot; so that case goes to `init_process_group`, which raises. Every rank
+# must call each collective in the same order, or a call is matched with another rank's next one.
 # %%
 device, device_id = torch.device("cpu"), None  # device_id: this rank's accelerator, if any
 if args.device != "cpu":
