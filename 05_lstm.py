@@ -118,7 +118,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor
         t = min(seq_len, len(data) - 1 - i)
         x, y = data[i : i + t], data[i + 1 : i + 1 + t]  # (t, B); y holds each next character
         log_probs, state = model(x, state)  # (t, B, V)
-        state = tuple(s.detach() for s in state)  # (h, c); a GRU's one tensor: state.detach()
+        state = tuple(s.detach() for s in state)  # (h, c); a GRU's state is one tensor: detach it
         loss = F.nll_loss(log_probs.flatten(0, 1), y.flatten())  # (t*B, V), (t*B,): the mean
         optimizer.zero_grad()
         loss.backward()
@@ -134,7 +134,7 @@ model = CharLSTM(len(vocab), args.hidden_size, dropout=0.3).to(args.device)
 n = len(train_data) // args.batch_size  # characters a row; the rows side by side: (n, B)
 data = train_data[: n * args.batch_size].view(args.batch_size, n).T.to(args.device)
 log_probs, state = model(data[:1])  # the pitfall, happening: the state carried without detach()
-log_probs.mean().backward()
+log_probs.mean().backward()  # train()'s first zero_grad() clears these gradients
 try:
     model(data[1:2], state)[0].mean().backward()
 except RuntimeError as e:

@@ -69,7 +69,7 @@ val_set = TensorDataset(inputs[512:], targets[512:])
 sampler = DistributedSampler(train_set, seed=0)  # the rank and world size of the group
 loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)
 shard = list(sampler)
-# One write a line: torchrun's output is unbuffered, print writes the newline apart, lines mix.
+# One write per line, because torchrun's output is unbuffered and print writes the newline apart.
 sys.stdout.write(f"[rank {rank}] {device} ({dist.get_backend()}): a shard of {len(shard)} of "
                  f"{len(train_set)} samples, first {shard[:5]}\n")
 everyone = gather(torch.tensor(shard, device=device))
