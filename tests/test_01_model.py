@@ -13,17 +13,17 @@ m = Script("01_model.py")
 
 KEY_LINES = [r"^device: (cpu|cuda|mps|xpu)",
              r"^  \(fc1\): Linear\(in_features=4, out_features=16, bias=True\)$",
-             r"^model\(x\): x \(8, 4\) -> logits \(8, 3\); 131 parameters ",  # 4*16 + 16 + 16*3 + 3
-             r"^two layers in a plain list: parameters\(\) finds 0 tensors; "
-             r"in an nn.ModuleList, 4$",
-             r"^fc1.weight std 0\.\d{3}, near Kaiming's sqrt\(2/4\) = 0\.707 for fan_in 4$",
+             r"^input \(8, 4\) -> logits \(8, 3\): 3 scores for each of 8 inputs$",
+             r"^named_parameters\(\): \['registered.0.weight', 'registered.0.bias'\]; nothing "
+             r"from the plain list$",
+             r"^init_weights on a layer with 1000 inputs: weight std 0\.04[45]\d; "
+             r"sqrt\(2/1000\) = 0\.0447$",
              r"^autograd: L = 9, dL/dw = 12, dL/db = 6$",
              r"^after one SGD step: w = 1\.8, b = 0\.4$",
-             r"^in train\(\) mode, two passes differ \(dropout\): True$",
-             r"^in eval\(\) mode, two passes are equal: True$",
-             r"^evaluation: cross_entropy \d\.\d{4}, no graph recorded: True$",
-             r"^state_dict loaded into a new MLP: the same outputs: True$",
-             r"^torch.load of the whole model: UnpicklingError; the file names \['__main__.MLP', "
+             r"^train mode, two calls on the same x give the same logits: False \(dropout\)$",
+             r"^eval mode, two calls on the same x give the same logits: True$",
+             r"^a new MLP with the loaded state_dict gives the same logits: True$",
+             r"^torch.load\(whole model\): UnpicklingError; the file names \['__main__.MLP', "
              r"'torch.nn.modules.dropout.Dropout', 'torch.nn.modules.linear.Linear'\]$"]
 
 
@@ -40,6 +40,14 @@ def test_forward_is_fc2_of_relu_of_fc1_when_dropout_is_off():
     expected = F.linear(F.relu(F.linear(x, model.fc1.weight, model.fc1.bias)),
                         model.fc2.weight, model.fc2.bias)
     torch.testing.assert_close(model(x), expected)
+
+
+def test_a_plain_list_hides_its_layer_from_parameters_and_a_module_list_registers_it():
+    module = m.TwoLists()
+    assert isinstance(module.plain[0], nn.Linear)
+    assert [name for name, _ in module.named_parameters()] == ["registered.0.weight",
+                                                               "registered.0.bias"]
+    assert [name for name in module.state_dict()] == ["registered.0.weight", "registered.0.bias"]
 
 
 def test_the_lessons_step_is_the_hand_computed_one():
