@@ -9,11 +9,13 @@ from conftest import Script
 m = Script("02_dataset.py")
 
 KEY_LINES = [r"^len\(dataset\): 10; dataset\[0\]: image \(8, 8\) torch.uint8, label [01]$",
-             r"^list\(dataset\): 10 samples, then dataset\[10\] raised IndexError$",
-             r"^a __getitem__ that wraps around: islice stopped its loop at 25 samples; ",
-             r"^with transform=flip, dataset\[0\]'s image is mirrored: True$",
-             r"^random_split: train 8, val 2, val indices \[\d, \d\]$",
-             r"^flip, set on train_set.dataset, is val_set's too: True$",
+             r"^a for loop gave 10 samples and stopped at dataset\[10\]: IndexError: list index "
+             r"out of range$",
+             r"^Wrapping\(root\)\[10\] returns sample 0 instead \(True\), so a for loop over it "
+             r"never ends$",
+             r"^with transform=flip, dataset\[0\]'s image comes mirrored: True$",
+             r"^random_split: 8 to train, 2 to validate \(\[\d, \d\]\)$",
+             r"^a transform set on train_set.dataset is val_set's too: True$",
              r"^with a dataset each, val_set's transform is None$"]
 
 
@@ -55,6 +57,13 @@ def test_samples_load_lazily_one_file_per_getitem(tmp_path, images):
     assert dataset[2]["image"].shape == (3, 4)
     with pytest.raises(FileNotFoundError, match="3.npy"):
         dataset[3]
+
+
+def test_a_wrapping_getitem_never_raises_index_error(tmp_path, images):
+    wrapping = m.Wrapping(make_folder(tmp_path, images))
+    assert torch.equal(wrapping[7]["image"], torch.from_numpy(images[2]))  # 7 % 5
+    first_12 = [s["label"] for s, _ in zip(wrapping, range(12))]  # a plain for would not stop
+    assert first_12 == [0, 1, 0, 1, 0] * 2 + [0, 1]
 
 
 def test_the_transform_gets_each_sample_and_leaves_it_as_it_was(tmp_path, images):
