@@ -1,9 +1,8 @@
 # %% [markdown]
-# # 03 - Transforms: a function from a sample to a sample
-# A transform takes a sample and returns a new one. Its parameters go in through a class, a
-# closure or a partial, `v2.Compose` chains transforms, and only some transforms can be pickled for
-# spawn and forkserver DataLoader workers. Run: `python 03_transforms.py`
-
+# # 03 - Transforms: functions from a sample to a sample
+# A transform takes a sample and returns a new one. This page writes one as a function, a class,
+# a closure and a partial, chains them with `v2.Compose`, and checks which ones DataLoader
+# workers can receive. Run: `python 03_transforms.py`
 # %%
 import functools
 import pickle
@@ -16,105 +15,106 @@ SEED = 0
 SAVE_GRID = None  # a file name such as "grid.png", to see the images before and after
 
 # %% [markdown]
-# ## A sample, and transforms with parameters
-# A sample here is a dict, `{"image": (C, H, W) uint8 tensor, "label": int}`. Our transforms return
-# a new dict and leave their input alone, because a Dataset may hand out the same tensor again.
-#
-# A Dataset calls `transform(sample)` with one argument, and `shift_scale` needs two more: a class
-# keeps them as attributes, a closure captures them, and a partial fills them in. `v2.Normalize`
-# is torchvision's own, with a mean and a std per channel (it refuses a uint8 image).
-
+# ## A sample, and a transform as a function
+# A sample is a dict, `{"image": (C, H, W) uint8 tensor, "label": int}`. A transform returns a new
+# dict and leaves its input alone, because a Dataset may hand out the same tensor again.
 # %%
-def squares(n, size=32):  # n (3, size, size) uint8 images: a coloured square on a grey ramp
-    images = (40 + torch.arange(size) * 160 // size).to(torch.uint8).repeat(n, 3, size, 1)
+def squares(n, size=32):  # n samples: a bright square on grey, in channel i % 3, labelled i % 3
+    images = torch.full((n, 3, size, size), 100, dtype=torch.uint8)
     for i in range(n):
         images[i, i % 3, size // 8 : size // 2, size // 8 : size // 2] = 255
     return [{"image": image, "label": i % 3} for i, image in enumerate(images)]
 
-
 def to_float(sample):  # uint8 0..255 -> float32 0..1
     return {**sample, "image": sample["image"].float() / 255}
 
+sample = squares(4)[1]
+image = to_float(sample)["image"]
+print(f"a sample: image {tuple(sample['image'].shape)} {sample['image'].dtype}, label "
+      f"{sample['label']}; to_float gives {image.dtype} in {image.min():.2f}..{image.max():.2f}")
 
+# %% [markdown]
+# ## A transform with parameters: a class, a closure or a partial
+# A Dataset calls `transform(sample)` with the sample alone, but `shift_scale` also needs a mean
+# and a std. A class keeps them as attributes, a closure remembers them from the function that
+# made it, and `functools.partial` fills them in. All three compute the same thing.
+# (`v2.Normalize` is torchvision's version, with a mean and a std for each channel.)
+# %%
 def shift_scale(sample, mean, std):
     return {**sample, "image": (sample["image"] - mean) / std}
 
-
 class ShiftScale:
     def __init__(self, mean, std):
-        self.mean, self.std = mean, std
+        self.mean = mean
+        self.std = std
 
     def __call__(self, sample):
         return shift_scale(sample, self.mean, self.std)
-
 
 def make_shift_scale(mean, std):
     def shift_scale_sample(sample):  # a closure: it remembers mean and std
         return shift_scale(sample, mean, std)
     return shift_scale_sample
 
-
-sample = squares(4)[1]
-image = to_float(sample)["image"]
-print(f"a sample: image {tuple(sample['image'].shape)} {sample['image'].dtype}, label "
-      f"{sample['label']}; to_float gives {image.dtype} in {image.min():.2f}..{image.max():.2f}")
-ways = {"class": ShiftScale(0.5, 0.25), "closure": make_shift_scale(0.5, 0.25),
-        "partial": functools.partial(shift_scale, mean=0.5, std=0.25)}
-outputs = [transform(to_float(sample))["image"] for transform in ways.values()]
-print(f"a class, a closure and a partial give the same output: "
-      f"{all(torch.equal(outputs[0], out) for out in outputs)}")
+by_class = ShiftScale(0.5, 0.25)
+by_closure = make_shift_scale(0.5, 0.25)
+by_partial = functools.partial(shift_scale, mean=0.5, std=0.25)
+expected = by_class(to_float(sample))["image"]
+same_closure = torch.equal(by_closure(to_float(sample))["image"], expected)
+same_partial = torch.equal(by_partial(to_float(sample))["image"], expected)
+print(f"the closure and the partial give the class's image: {same_closure}, {same_partial}")
 
 # %% [markdown]
-# ## Randomness, and `v2.Compose`
-# v2's random transforms draw from torch's generator, so draw from it too (`torch.randn_like`):
-# one `torch.manual_seed` then replays the whole pipeline. A DataLoader seeds torch, `random` and
-# numpy's global generator differently in each worker, but a numpy `Generator` object kept in a
-# transform is copied into every worker as it is, so they all draw the same numbers.
+# ## A pipeline: `v2.Compose` on a dict, with randomness
+# `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2's transforms take the
+# whole dict, change the image and pass the label through. Their random ones draw from torch's
+# generator, so `add_noise` does too: then one `torch.manual_seed` replays the whole pipeline.
+# A numpy `Generator` kept in a transform would be copied into every DataLoader worker as it is,
+# so all the workers would draw the same numbers (04 shows it).
 #
-# `v2.Compose` calls each transform in turn, torchvision's and ours alike. Pitfalls of order: v2
-# takes the first plain tensor in the dict as the image, so a tensor label put first is taken for
-# it (and a 0-D one makes `ToImage` raise); `ShiftScale` before `ToDtype` shifts the uint8 values
-# 0..255, not 0..1, and nothing raises.
-
+# Two traps of order:
+# - v2 takes the first plain tensor in the dict for the image, so a tensor label put before the
+#   image is taken for it, and `ToImage` raises because the label is not 2-D.
+# - `ShiftScale` before `ToDtype` shifts the values 0..255, not 0..1: they come out wrong, and
+#   nothing raises.
 # %%
-class AddNoise:
-    def __init__(self, std):
-        self.std = std
+def add_noise(sample):
+    return {**sample, "image": sample["image"] + 0.05 * torch.randn_like(sample["image"])}
 
-    def __call__(self, sample):
-        return {**sample, "image": sample["image"] + self.std * torch.randn_like(sample["image"])}
-
-
-pipeline = v2.Compose([v2.ToImage(),  # ToImage, then ToDtype, replace the deprecated ToTensor
+pipeline = v2.Compose([
+    v2.ToImage(),  # ToImage and then ToDtype replace the deprecated ToTensor
     v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area, resized to 32x32
-    v2.RandomHorizontalFlip(),  # crop and flip while uint8: a quarter of float32's bytes
-    v2.ToDtype(torch.float32, scale=True), ShiftScale(0.5, 0.25), AddNoise(0.05)])
+    v2.RandomHorizontalFlip(),  # crop and flip while uint8: 1 byte a value, float32 takes 4
+    v2.ToDtype(torch.float32, scale=True),  # uint8 0..255 -> float32 0..1
+    ShiftScale(0.5, 0.25),
+    add_noise,
+])
 torch.manual_seed(SEED)
-out = pipeline(sample)["image"]
+out = pipeline(sample)
 torch.manual_seed(SEED)
-print(f"v2.Compose: image {tuple(out.shape)} {out.dtype}; the same seed gives the same crop, "
-      f"flip and noise: {torch.equal(pipeline(sample)['image'], out)}")
-wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # before ToDtype
-print(f"ShiftScale before ToDtype: {wrong.min():.0f}..{wrong.max():.0f}; on 0..1, within -2..2")
-if SAVE_GRID:  # four images, and below them the same after the pipeline, each shown in 0..1
-    images = [to_float(s)["image"] for s in squares(4)] + [pipeline(s)["image"] for s in squares(4)]
-    save_image(make_grid(images, nrow=4, normalize=True, scale_each=True), SAVE_GRID)
+same = torch.equal(pipeline(sample)["image"], out["image"])
+print(f"pipeline(sample): image {out['image'].dtype}, label {out['label']}; the same seed gives "
+      f"the same crop, flip and noise: {same}")
+wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # the trap: before ToDtype
+print(f"ShiftScale before ToDtype: {wrong.min():.0f}..{wrong.max():.0f}, not -2..2, and no error")
+if SAVE_GRID:  # the four images, and under them the same after the pipeline
+    before = [to_float(s)["image"] for s in squares(4)]
+    after = [pipeline(s)["image"] for s in squares(4)]
+    save_image(make_grid(before + after, nrow=4, normalize=True, scale_each=True), SAVE_GRID)
 
 # %% [markdown]
 # ## Which transforms can go to spawn and forkserver workers
-# Workers started with spawn (the default on macOS and Windows) or forkserver (on Linux from
-# Python 3.14) receive the Dataset and its transform through `pickle`. Pickle saves a function or
-# a class by its importable name, which a closure or a lambda does not have; so chain with
-# `v2.Compose`, not a closure. A class or function defined in a notebook cell lives in the
-# kernel's `__main__`, which a spawned worker cannot import, and a round trip within one process
-# cannot show it: put them in a .py file and import them from there. Workers started with fork
-# inherit the Dataset instead, and a closure works there.
-
+# DataLoader workers started with spawn (the default on macOS and Windows) or forkserver (on Linux
+# from Python 3.14) receive the Dataset and its transform through `pickle`, which saves a class or
+# a function by its importable name. A closure or a lambda has none, so chain with `v2.Compose`.
+# Workers started with fork copy the Dataset instead, and a closure works there. A class defined in
+# a notebook cell cannot be found by a spawned worker: put it in a .py file and import it.
 # %%
-print("a pickle round trip, as spawn and forkserver workers need it:")
-for name, transform in [*ways.items(), ("v2.Compose", pipeline)]:
+print("a pickle round trip, as spawn and forkserver workers need:")
+for name, transform in [("class", by_class), ("closure", by_closure), ("partial", by_partial),
+                        ("v2.Compose", pipeline)]:
     try:
         pickle.loads(pickle.dumps(transform))
         print(f"  {name:10} pickles")
-    except (AttributeError, pickle.PicklingError) as e:  # a closure: PicklingError on Python 3.14
+    except (AttributeError, pickle.PicklingError) as e:  # PicklingError on Python 3.14
         print(f"  {name:10} fails: {type(e).__name__}")

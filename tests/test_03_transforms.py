@@ -13,22 +13,23 @@ from conftest import ROOT, Script
 m = Script("03_transforms.py")
 
 KEY_LINES = [r"^a sample: image \(3, 32, 32\) torch.uint8, label 1; to_float gives torch.float32 "
-             r"in 0\.16\.\.1\.00$",
-             r"^a class, a closure and a partial give the same output: True$",
-             r"^v2.Compose: image \(3, 32, 32\) torch.float32; the same seed gives the same crop, "
-             r"flip and noise: True$",
-             r"^ShiftScale before ToDtype: 158\.\.1018; on 0\.\.1, within -2\.\.2$",
-             r"^a pickle round trip, as spawn and forkserver workers need it:$",
+             r"in 0\.39\.\.1\.00$",
+             r"^the closure and the partial give the class's image: True, True$",
+             r"^pipeline\(sample\): image torch.float32, label 1; the same seed gives the same "
+             r"crop, flip and noise: True$",
+             r"^ShiftScale before ToDtype: 398\.\.1018, not -2\.\.2, and no error$",
+             r"^a pickle round trip, as spawn and forkserver workers need:$",
              r"^  class +pickles$", r"^  closure +fails: (AttributeError|PicklingError)$",
              r"^  partial +pickles$", r"^  v2.Compose +pickles$"]
 
 
-def test_squares_are_uint8_images_with_a_bright_square_in_channel_i_mod_3():
+def test_squares_are_grey_uint8_images_with_a_bright_square_in_channel_i_mod_3():
     samples = m.squares(3, size=16)
     assert [s["label"] for s in samples] == [0, 1, 2]
     for i, s in enumerate(samples):
         assert s["image"].shape == (3, 16, 16) and s["image"].dtype == torch.uint8
-        assert (s["image"][i, 2:8, 2:8] == 255).all() and (s["image"][i, 8:] < 255).all()
+        assert (s["image"][i, 2:8, 2:8] == 255).all() and (s["image"][i, 8:] == 100).all()
+        assert (s["image"][[c for c in range(3) if c != i]] == 100).all()
 
 
 def test_the_class_closure_and_partial_compute_x_minus_mean_over_std_and_keep_their_input():
@@ -49,11 +50,11 @@ def test_to_float_scales_uint8_to_0_1():
 def test_add_noise_follows_torchs_seed_and_keeps_shape_and_dtype():
     image = torch.zeros(3, 8, 8)
     torch.manual_seed(1)
-    a = m.AddNoise(0.1)({"image": image})["image"]
+    a = m.add_noise({"image": image, "label": 2})
     torch.manual_seed(1)
-    b = m.AddNoise(0.1)({"image": image})["image"]
-    assert torch.equal(a, b) and a.shape == image.shape and a.dtype == torch.float32
-    assert 0.05 < a.std().item() < 0.15  # 192 draws of N(0, 0.1^2)
+    b = m.add_noise({"image": image, "label": 2})["image"]
+    assert torch.equal(a["image"], b) and a["label"] == 2 and a["image"].dtype == torch.float32
+    assert 0.025 < a["image"].std().item() < 0.075  # 192 draws of N(0, 0.05^2)
 
 
 def test_the_pipeline_gives_normalised_float_images_and_passes_the_label_through():
@@ -71,7 +72,7 @@ def test_a_tensor_label_before_the_image_is_taken_for_the_image():
 
 def test_the_classes_and_partials_round_trip_through_pickle_and_closures_do_not():
     for transform in [m.ShiftScale(0.5, 0.25), functools.partial(m.shift_scale, mean=0, std=1),
-                      m.pipeline]:
+                      m.add_noise, m.pipeline]:
         assert type(pickle.loads(pickle.dumps(transform))) is type(transform)
     for closure in [m.make_shift_scale(0.5, 0.25), lambda sample: sample]:
         with pytest.raises((AttributeError, pickle.PicklingError)):
