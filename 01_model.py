@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 torch.manual_seed(0)
-# The accelerator (a GPU, say) if one is usable, else the CPU.
+# The accelerator (a GPU, say) if one is usable; where none is, this gives None, so the CPU.
 device = torch.accelerator.current_accelerator(check_available=True) or torch.device("cpu")
 print(f"device: {device}")
 
@@ -51,9 +51,9 @@ print(f"named_parameters(): {names}; nothing from the plain list")
 
 # %% [markdown]
 # ## Initial weights: `nn.init` through `model.apply`
-# `model.apply(fn)` calls `fn` on every submodule, then on the model itself. Kaiming's normal init
-# draws weights with a standard deviation of sqrt(2 / fan_in), where fan_in is the layer's number
-# of inputs. It suits layers followed by a ReLU.
+# Each layer starts with PyTorch's default weights; `model.apply(fn)` can replace them, calling `fn`
+# on every submodule and then on the model itself. Kaiming's normal init, meant for layers followed
+# by a ReLU such as fc1, draws weights with standard deviation sqrt(2 / fan_in) (fan_in: inputs).
 # %%
 def init_weights(module):
     if isinstance(module, nn.Linear):
@@ -88,33 +88,33 @@ print(f"after one SGD step: w = {w.item():.1f}, b = {b.item():.1f}")
 
 # %% [markdown]
 # ## `train()` and `eval()`
-# A new module is in training mode, where dropout sets each value of `h` to 0 with probability
-# 0.2, drawn anew on every call. `model.eval()` turns dropout off, so evaluation is repeatable.
-# It stays off until `model.train()`, so a training loop calls `model.train()` at its start.
+# A new module is in training mode: dropout zeroes each value of `h` with probability 0.2, anew on
+# every call, and scales the rest by 1/0.8. `model.eval()` turns dropout off, so evaluation is
+# repeatable; it stays off until `model.train()`, which a training loop calls at its start.
 # %%
-same = torch.equal(model(x), model(x))
-print(f"train mode, two calls on the same x give the same logits: {same} (dropout)")
+equal_in_train = torch.equal(model(x), model(x))
+print(f"train mode, two calls on the same x give the same logits: {equal_in_train}")
 model.eval()
-same = torch.equal(model(x), model(x))
-print(f"eval mode, two calls on the same x give the same logits: {same}")
+equal_in_eval = torch.equal(model(x), model(x))
+print(f"eval mode, two calls on the same x give the same logits: {equal_in_eval}")
 
 # %% [markdown]
 # ## Saving and loading the weights
-# Save the `state_dict`, a dict from each parameter's name to its tensor, and load it into a new
-# model of your class. `torch.load` loads only tensors and plain values (`weights_only=True`, the
-# default), which is meant to keep a file from running code. Pitfall: `torch.save(model)` pickles
-# the whole object, naming each class by its import path, so that load refuses it. Another script
-# cannot load it even with `weights_only=False`: its `__main__` has no `MLP`.
+# Save the `state_dict`, a dict of the model's parameters and buffers by name, and load it into a
+# new model of your class. `torch.load` loads only tensors and plain values (`weights_only=True`,
+# the default), which is meant to keep a file from running code. Pitfall: `torch.save(model)`
+# pickles the whole object, naming each class by its import path, so that load refuses it. Even
+# `weights_only=False` fails in a script that has no `MLP` in its `__main__`.
 # %%
 with tempfile.TemporaryDirectory() as folder:  # deleted, with its files, at the end of the block
     torch.save(model.state_dict(), f"{folder}/mlp.pt")
     clone = MLP(4, 16, 3).to(device).eval()  # eval(), as model is
     clone.load_state_dict(torch.load(f"{folder}/mlp.pt", map_location=device))
-    same = torch.equal(clone(x), model(x))
-    print(f"a new MLP with the loaded state_dict gives the same logits: {same}")
+    same_logits = torch.equal(clone(x), model(x))
+    print(f"a new MLP with the loaded state_dict gives the same logits: {same_logits}")
     torch.save(model, f"{folder}/whole.pt")  # the pitfall
     try:
         torch.load(f"{folder}/whole.pt")
     except pickle.UnpicklingError:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(f"{folder}/whole.pt")
-        print(f"torch.load(whole model): UnpicklingError; the file names {sorted(names)}")
+        classes = torch.serialization.get_unsafe_globals_in_checkpoint(f"{folder}/whole.pt")
+        print(f"torch.load(whole model): UnpicklingError; the file names {sorted(classes)}")
