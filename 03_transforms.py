@@ -1,18 +1,15 @@
 # %% [markdown]
 # # 03 - Transforms: functions from a sample to a sample
-# A transform takes a sample and returns a new one. This page writes one as a function, a class,
-# a closure and a partial, chains them with `v2.Compose`, and checks which ones DataLoader
-# workers can receive. Run: `python 03_transforms.py`
+# A transform takes a sample and returns a new one: a function, a class, a closure or a partial,
+# chained with `v2.Compose`. Some can go to DataLoader workers. Run: `python 03_transforms.py`
 # %%
 import functools
 import pickle
 
 import torch
 from torchvision.transforms import v2
-from torchvision.utils import make_grid, save_image
 
 SEED = 0
-SAVE_GRID = None  # a file name such as "grid.png", to see the images before and after
 
 # %% [markdown]
 # ## A sample, and a transform as a function
@@ -62,7 +59,7 @@ by_partial = functools.partial(shift_scale, mean=0.5, std=0.25)
 expected = by_class(to_float(sample))["image"]
 same_closure = torch.equal(by_closure(to_float(sample))["image"], expected)
 same_partial = torch.equal(by_partial(to_float(sample))["image"], expected)
-print(f"the closure and the partial give the class's image: {same_closure}, {same_partial}")
+print(f"the closure gives the class's image: {same_closure}; the partial does: {same_partial}")
 
 # %% [markdown]
 # ## A pipeline: `v2.Compose` on a dict, with randomness
@@ -95,26 +92,29 @@ torch.manual_seed(SEED)
 same = torch.equal(pipeline(sample)["image"], out["image"])
 print(f"pipeline(sample): image {out['image'].dtype}, label {out['label']}; the same seed gives "
       f"the same crop, flip and noise: {same}")
-wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # the trap: before ToDtype
-print(f"ShiftScale before ToDtype: {wrong.min():.0f}..{wrong.max():.0f}, not -2..2, and no error")
-if SAVE_GRID:  # the four images, and under them the same after the pipeline
-    before = [to_float(s)["image"] for s in squares(4)]
-    after = [pipeline(s)["image"] for s in squares(4)]
-    save_image(make_grid(before + after, nrow=4, normalize=True, scale_each=True), SAVE_GRID)
+try:  # trap 1: the label first, as a tensor
+    v2.ToImage()({"label": torch.tensor(1), "image": sample["image"]})
+except ValueError as e:
+    print(f"ToImage with a tensor label first: ValueError: {e}")
+right = ShiftScale(0.5, 0.25)(to_float(sample))["image"]
+wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # trap 2: before ToDtype
+print(f"ShiftScale after ToDtype gives {right.min():.2f}..{right.max():.2f}; before it, "
+      f"{wrong.min():.0f}..{wrong.max():.0f}, and no error")
 
 # %% [markdown]
 # ## Which transforms can go to spawn and forkserver workers
 # DataLoader workers started with spawn (the default on macOS and Windows) or forkserver (on Linux
 # from Python 3.14) receive the Dataset and its transform through `pickle`, which saves a class or
-# a function by its importable name. A closure or a lambda has none, so chain with `v2.Compose`.
-# Workers started with fork copy the Dataset instead, and a closure works there. A class defined in
-# a notebook cell cannot be found by a spawned worker: put it in a .py file and import it.
+# a function by its importable name. A closure or a lambda has none: chain steps with `v2.Compose`
+# rather than in a closure. Workers started with fork copy the Dataset instead, and a closure works
+# there. The worker must also import each name, so a class or function defined in a notebook cell
+# fails there even where the round trip below succeeds: put it in a .py file and import it.
 # %%
-print("a pickle round trip, as spawn and forkserver workers need:")
+print("a pickle round trip in this process, which spawn and forkserver workers need:")
 for name, transform in [("class", by_class), ("closure", by_closure), ("partial", by_partial),
                         ("v2.Compose", pipeline)]:
     try:
         pickle.loads(pickle.dumps(transform))
         print(f"  {name:10} pickles")
-    except (AttributeError, pickle.PicklingError) as e:  # PicklingError on Python 3.14
+    except (AttributeError, pickle.PicklingError) as e:  # which of the two: by Python version
         print(f"  {name:10} fails: {type(e).__name__}")
