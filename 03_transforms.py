@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 03 - Transforms: functions from a sample to a sample
-# A transform takes a sample and returns a new one: a function, a class, a closure or a partial,
-# chained with `v2.Compose`. Some can go to DataLoader workers. Run: `python 03_transforms.py`
+# A transform takes a sample and returns a new one. It can be a function, a class, a closure or a
+# partial, and `v2.Compose` chains them. Run: `python 03_transforms.py`
 # %%
 import functools
 import pickle
@@ -13,29 +13,26 @@ SEED = 0
 
 # %% [markdown]
 # ## A sample, and a transform as a function
-# A sample is a dict, `{"image": (C, H, W) uint8 tensor, "label": int}`. A transform returns a new
-# dict and leaves its input alone, because a Dataset may hand out the same tensor again.
+# A sample here is a dict: `{"image": (C, H, W) uint8 tensor, "label": int}`. A transform returns
+# a new dict and leaves its input alone: a Dataset that keeps its samples in memory hands out the
+# same tensors every epoch, and a change made in place would pile up.
 # %%
-def squares(n, size=32):  # n samples: a bright square on grey, in channel i % 3, labelled i % 3
-    images = torch.full((n, 3, size, size), 100, dtype=torch.uint8)
-    for i in range(n):
-        images[i, i % 3, size // 8 : size // 2, size // 8 : size // 2] = 255
-    return [{"image": image, "label": i % 3} for i, image in enumerate(images)]
+image = torch.full((3, 32, 32), 100, dtype=torch.uint8)  # grey, in 3 channels (C, H, W)
+image[1, 4:16, 4:16] = 255  # a bright green square at the top left
+sample = {"image": image, "label": 1}
 
 def to_float(sample):  # uint8 0..255 -> float32 0..1
     return {**sample, "image": sample["image"].float() / 255}
 
-sample = squares(4)[1]
-image = to_float(sample)["image"]
-print(f"a sample: image {tuple(sample['image'].shape)} {sample['image'].dtype}, label "
-      f"{sample['label']}; to_float gives {image.dtype} in {image.min():.2f}..{image.max():.2f}")
+floats = to_float(sample)["image"]
+print(f"a sample: image {tuple(image.shape)} {image.dtype}, label {sample['label']}; "
+      f"to_float gives {floats.dtype} in {floats.min():.2f}..{floats.max():.2f}")
 
 # %% [markdown]
 # ## A transform with parameters: a class, a closure or a partial
 # A Dataset calls `transform(sample)` with the sample alone, but `shift_scale` also needs a mean
-# and a std. A class keeps them as attributes, a closure remembers them from the function that
-# made it, and `functools.partial` fills them in. All three compute the same thing.
-# (`v2.Normalize` is torchvision's version, with a mean and a std for each channel.)
+# and a std. A class keeps them as attributes. A closure remembers them from the function that
+# made it. `functools.partial` fills them in. All three compute the same image.
 # %%
 def shift_scale(sample, mean, std):
     return {**sample, "image": (sample["image"] - mean) / std}
@@ -62,26 +59,20 @@ same_partial = torch.equal(by_partial(to_float(sample))["image"], expected)
 print(f"the closure gives the class's image: {same_closure}; the partial does: {same_partial}")
 
 # %% [markdown]
-# ## A pipeline: `v2.Compose` on a dict, with randomness
-# `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2's transforms take the
-# whole dict, change the image and pass the label through. Their random ones draw from torch's
-# generator, so `add_noise` does too: then one `torch.manual_seed` replays the whole pipeline.
-# A numpy `Generator` kept in a transform would be copied into every DataLoader worker as it is,
-# so all the workers would draw the same numbers (04 shows it).
-#
-# Two traps of order:
-# - v2 takes the first plain tensor in the dict for the image, so a tensor label put before the
-#   image is taken for it, and `ToImage` raises because the label is not 2-D.
-# - `ShiftScale` before `ToDtype` shifts the values 0..255, not 0..1: they come out wrong, and
-#   nothing raises.
+# ## A pipeline: `v2.Compose`, and randomness drawn from torch
+# `v2.Compose` calls each transform in turn, torchvision's and ours alike. v2's transforms take
+# the whole dict, change the image and pass the label through. Their random ones draw from torch's
+# generator, so `add_noise` does too: one `torch.manual_seed` then replays the whole pipeline.
+# (A DataLoader reseeds torch in each worker. A numpy `Generator` kept in a transform is copied
+# into every worker as it is, so all the workers would draw the same numbers: 04 shows it.)
 # %%
 def add_noise(sample):
     return {**sample, "image": sample["image"] + 0.05 * torch.randn_like(sample["image"])}
 
 pipeline = v2.Compose([
-    v2.ToImage(),  # ToImage and then ToDtype replace the deprecated ToTensor
+    v2.ToImage(),  # marks the image as a tv_tensors.Image; ToImage, ToDtype replace ToTensor
     v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area, resized to 32x32
-    v2.RandomHorizontalFlip(),  # crop and flip while uint8: 1 byte a value, float32 takes 4
+    v2.RandomHorizontalFlip(),  # crop and flip before ToDtype: uint8 takes 1/4 of float32's memory
     v2.ToDtype(torch.float32, scale=True),  # uint8 0..255 -> float32 0..1
     ShiftScale(0.5, 0.25),
     add_noise,
@@ -92,23 +83,31 @@ torch.manual_seed(SEED)
 same = torch.equal(pipeline(sample)["image"], out["image"])
 print(f"pipeline(sample): image {out['image'].dtype}, label {out['label']}; the same seed gives "
       f"the same crop, flip and noise: {same}")
-try:  # trap 1: the label first, as a tensor
-    v2.ToImage()({"label": torch.tensor(1), "image": sample["image"]})
+
+# %% [markdown]
+# ## Two traps of order
+# - Before `ToImage`, v2 takes the first plain tensor in the dict (a `torch.Tensor`, not yet a
+#   `tv_tensors.Image`) for the image. A tensor label put first is taken for it: `ToImage` raises,
+#   and without `ToImage` a flip would act on the label and leave the image as it was, silently.
+# - `ShiftScale` before `ToDtype` shifts the values 0..255, not 0..1: it raises nothing.
+# %%
+try:
+    v2.ToImage()({"label": torch.tensor(1), "image": image})
 except ValueError as e:
     print(f"ToImage with a tensor label first: ValueError: {e}")
 right = ShiftScale(0.5, 0.25)(to_float(sample))["image"]
-wrong = ShiftScale(0.5, 0.25)(sample)["image"]  # trap 2: before ToDtype
-print(f"ShiftScale after ToDtype gives {right.min():.2f}..{right.max():.2f}; before it, "
-      f"{wrong.min():.0f}..{wrong.max():.0f}, and no error")
+wrong = ShiftScale(0.5, 0.25)(sample)["image"]
+print(f"ShiftScale on 0..1 values gives {right.min():.2f}..{right.max():.2f}, within -2..2; "
+      f"on the uint8 values, {wrong.min():.0f}..{wrong.max():.0f}")
 
 # %% [markdown]
 # ## Which transforms can go to spawn and forkserver workers
 # DataLoader workers started with spawn (the default on macOS and Windows) or forkserver (on Linux
-# from Python 3.14) receive the Dataset and its transform through `pickle`, which saves a class or
-# a function by its importable name. A closure or a lambda has none: chain steps with `v2.Compose`
-# rather than in a closure. Workers started with fork copy the Dataset instead, and a closure works
-# there. The worker must also import each name, so a class or function defined in a notebook cell
-# fails there even where the round trip below succeeds: put it in a .py file and import it.
+# from Python 3.14) receive the Dataset and its transform through `pickle`. Pickle saves a
+# function or class by its importable name and an object's attributes by value. A closure or a
+# lambda has no such name, so chain steps with `v2.Compose`, not in a closure. Workers started
+# with fork copy the Dataset instead, and a closure works there. A spawned worker must also import
+# each name, which fails for anything defined in a notebook cell: put it in a .py file.
 # %%
 print("a pickle round trip in this process, which spawn and forkserver workers need:")
 for name, transform in [("class", by_class), ("closure", by_closure), ("partial", by_partial),
@@ -116,5 +115,5 @@ for name, transform in [("class", by_class), ("closure", by_closure), ("partial"
     try:
         pickle.loads(pickle.dumps(transform))
         print(f"  {name:10} pickles")
-    except (AttributeError, pickle.PicklingError) as e:  # which of the two: by Python version
+    except (AttributeError, pickle.PicklingError) as e:  # which one: by Python version and object
         print(f"  {name:10} fails: {type(e).__name__}")

@@ -17,20 +17,11 @@ KEY_LINES = [r"^a sample: image \(3, 32, 32\) torch.uint8, label 1; to_float giv
              r"^pipeline\(sample\): image torch.float32, label 1; the same seed gives the same "
              r"crop, flip and noise: True$",
              r"^ToImage with a tensor label first: ValueError: Tensor must be 2D or higher",
-             r"^ShiftScale after ToDtype gives -0\.43\.\.2\.00; before it, 398\.\.1018, and no "
-             r"error$",
+             r"^ShiftScale on 0\.\.1 values gives -0\.43\.\.2\.00, within -2\.\.2; on the uint8 "
+             r"values, 398\.\.1018$",
              r"^a pickle round trip in this process, which spawn and forkserver workers need:$",
              r"^  class +pickles$", r"^  closure +fails: (AttributeError|PicklingError)$",
              r"^  partial +pickles$", r"^  v2.Compose +pickles$"]
-
-
-def test_squares_are_grey_uint8_images_with_a_bright_square_in_channel_i_mod_3():
-    samples = m.squares(3, size=16)
-    assert [s["label"] for s in samples] == [0, 1, 2]
-    for i, s in enumerate(samples):
-        assert s["image"].shape == (3, 16, 16) and s["image"].dtype == torch.uint8
-        assert (s["image"][i, 2:8, 2:8] == 255).all() and (s["image"][i, 8:] == 100).all()
-        assert (s["image"][[c for c in range(3) if c != i]] == 100).all()
 
 
 def test_the_class_closure_and_partial_compute_x_minus_mean_over_std_and_keep_their_input():
@@ -60,15 +51,22 @@ def test_add_noise_follows_torchs_seed_and_keeps_shape_and_dtype():
 
 def test_the_pipeline_gives_normalised_float_images_and_passes_the_label_through():
     torch.manual_seed(0)
-    for s in m.squares(4):
-        out = m.pipeline(s)
+    for label in range(3):
+        out = m.pipeline({"image": m.image, "label": label})
         assert out["image"].shape == (3, 32, 32) and out["image"].dtype == torch.float32
-        assert out["label"] == s["label"] and -2.5 < out["image"].min() < out["image"].max() < 2.5
+        assert out["label"] == label and -2.5 < out["image"].min() < out["image"].max() < 2.5
+    assert m.sample["image"] is m.image and m.image.dtype == torch.uint8  # left as it was
+
+
+def test_without_to_image_a_flip_acts_on_a_tensor_label_put_first():
+    image = torch.arange(12, dtype=torch.uint8).reshape(1, 3, 4)
+    out = v2.RandomHorizontalFlip(p=1)({"label": torch.tensor([1, 2]), "image": image})
+    assert out["label"].tolist() == [2, 1] and torch.equal(out["image"], image)
 
 
 def test_a_tensor_label_before_the_image_is_taken_for_the_image():
     with pytest.raises(ValueError, match="2D or higher"):
-        v2.ToImage()({"label": torch.tensor(1), "image": m.sample["image"]})
+        v2.ToImage()({"label": torch.tensor(1), "image": m.image})
 
 
 def test_the_classes_and_partials_round_trip_through_pickle_and_closures_do_not():
