@@ -15,9 +15,9 @@ torch.manual_seed(0)
 
 # %% [markdown]
 # ## A Dataset that reads a folder lazily
-# The folder holds ten 8x8 grey images, one `.npy` file each, and `index.csv`, which names each
-# file and its class. `__init__` reads only the index. `__getitem__` loads one file when it is
-# asked for it, so the images never need to fit in memory together.
+# The folder holds ten 8x8 grey images, one `.npy` file each, and `index.csv`: a header
+# `file,label`, then a line such as `0.npy,1` for each file. `__init__` reads only the index.
+# `__getitem__` loads one file when it is asked for it, so the images need not fit in memory.
 # %%
 class FolderDataset(Dataset):
     def __init__(self, root, transform=None):
@@ -40,15 +40,16 @@ class FolderDataset(Dataset):
 folder = tempfile.TemporaryDirectory()  # deleted by folder.cleanup() at the end
 root = Path(folder.name)
 lines = ["file,label"]
-for i in range(10):  # random grey images; class 1 if brighter than mid-grey, else 0
-    image = torch.randint(0, 256, (8, 8), dtype=torch.uint8)
+for i in range(10):
+    image = torch.randint(0, 256, (8, 8), dtype=torch.uint8)  # a random grey image
+    label = int(image.float().mean() > 127.5)  # class 1 if brighter than mid-grey, else 0
     np.save(root / f"{i}.npy", image.numpy())
-    lines.append(f"{i}.npy,{int(image.float().mean() > 127.5)}")
+    lines.append(f"{i}.npy,{label}")
 (root / "index.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 dataset = FolderDataset(root)
-sample = dataset[0]  # loads 0.npy
-print(f"len(dataset): {len(dataset)}; dataset[0]: label {sample['label']}, "
-      f"image {tuple(sample['image'].shape)} {sample['image'].dtype}")
+first = dataset[0]  # loads 0.npy
+print(f"len(dataset): {len(dataset)}; dataset[0]: label {first['label']}, "
+      f"image {tuple(first['image'].shape)} {first['image'].dtype}")
 
 # %% [markdown]
 # ## `for sample in dataset`, and its pitfall
@@ -56,20 +57,18 @@ print(f"len(dataset): {len(dataset)}; dataset[0]: label {sample['label']}, "
 # `IndexError`, which `self.rows[i]` raises past the end. Pitfall: a `__getitem__` that never
 # raises it, such as one that wraps around with `i % len(self)`, makes the loop endless.
 # %%
-count = 0
-for sample in dataset:
-    count += 1
+samples = list(dataset)  # iterates as a for loop does: dataset[0], dataset[1], ..., dataset[10]
 try:
     dataset[10]
 except IndexError as e:
-    print(f"a for loop gave {count} samples, then dataset[10] raised IndexError: {e}")
+    print(f"list(dataset): {len(samples)} samples, as dataset[10] raises IndexError: {e}")
 
 class Wrapping(FolderDataset):  # the pitfall
     def __getitem__(self, i):
         return super().__getitem__(i % len(self))
 
-wrapped = Wrapping(root)[10]["image"]
-print(f"Wrapping(root)[10] is dataset[0] again: {torch.equal(wrapped, dataset[0]['image'])}")
+tenth = Wrapping(root)[10]["image"]  # no IndexError: sample 0 again
+print(f"Wrapping(root)[10] is dataset[0]: {torch.equal(tenth, first['image'])}")
 
 # %% [markdown]
 # ## A transform, run on every load
@@ -80,21 +79,22 @@ def flip(sample):  # a mirror image: an augmentation for training
     return {"image": sample["image"].flip(-1), "label": sample["label"]}
 
 flipped = FolderDataset(root, transform=flip)
-print(f"row 0 of dataset[0]'s image: {dataset[0]['image'][0].tolist()}")
+print(f"row 0 of dataset[0]'s image: {first['image'][0].tolist()}")
 print(f"the same, with transform=flip: {flipped[0]['image'][0].tolist()}")
 
 # %% [markdown]
 # ## Training and validation parts: `random_split`
-# `random_split` shuffles the indices and cuts them into the fractions given; a seeded generator
-# of its own gives the same split each run. Pitfall: both parts are `Subset`s (a dataset and a
-# list of indices) of one dataset, so a transform set for training reaches validation too.
+# `random_split` shuffles the indices and cuts them into the fractions given. Its own seeded
+# generator keeps the split the same whatever other code drew before. Pitfall: both parts are
+# `Subset`s (a dataset and indices) of one dataset, so a transform set for training reaches both:
+# give each part a dataset of its own.
 # %%
 generator = torch.Generator().manual_seed(0)
 train_set, val_set = random_split(FolderDataset(root), [0.8, 0.2], generator=generator)
-print(f"random_split: {len(train_set)} samples to train on; to validate on, {val_set.indices}")
+print(f"random_split: train on {train_set.indices}, validate on {val_set.indices}")
 train_set.dataset.transform = flip  # the pitfall: meant for training only
-print(f"val_set's transform, after setting train_set's: {val_set.dataset.transform.__name__}")
-train_set = Subset(FolderDataset(root, transform=flip), train_set.indices)  # the fix: a dataset
-val_set = Subset(FolderDataset(root), val_set.indices)  # for each part, with the split's indices
+print(f"val_set's transform is now flip too: {val_set.dataset.transform is flip}")
+train_set = Subset(FolderDataset(root, transform=flip), train_set.indices)
+val_set = Subset(FolderDataset(root), val_set.indices)
 print(f"with a dataset each, val_set's transform is {val_set.dataset.transform}")
 folder.cleanup()
