@@ -23,8 +23,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="A DataLoader, with worker processes.")
     parser.add_argument("--num-workers", type=int, default=2, help="0: load in the main process")
     parser.add_argument("--multiprocessing-context", choices=["fork", "spawn", "forkserver"])
-    # In Jupyter, sys.argv is the kernel's, and workers cannot import classes made in a notebook.
-    in_notebook = sys.argv[0].endswith("ipykernel_launcher.py")
+    # In Jupyter or Colab, sys.argv is the kernel's. There the loader works in this process: spawned
+    # workers cannot import a notebook's classes, and forked ones can deadlock on its threads.
+    in_notebook = sys.argv[0].endswith("kernel_launcher.py")
     args = parser.parse_args(["--num-workers", "0"] if in_notebook else None)
 
 # %% [markdown]
@@ -47,8 +48,8 @@ if __name__ == "__main__":
     generator = torch.Generator().manual_seed(SEED)
     loader = DataLoader(numbers, batch_size=4, shuffle=True, generator=generator)
     first = [batch.tolist() for batch in loader]
-    generator.manual_seed(SEED)  # as a new run would start
     torch.randn(3)  # other code, a model's initialization say, draws from the global generator
+    generator.manual_seed(SEED)  # the same seed again
     again = [batch.tolist() for batch in loader]
     print(f"generator seeded {SEED}: {first}; reseeded, after other draws: {again}, the same")
 
@@ -83,7 +84,6 @@ def pad_collate(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(tokens) for tokens in batch])  # (B,)
     return padded, lengths
 
-
 if __name__ == "__main__":
     sequences = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6, 7, 8]), torch.tensor([9])]
     tokens, lengths = next(iter(DataLoader(sequences, batch_size=3, collate_fn=pad_collate)))
@@ -93,14 +93,16 @@ if __name__ == "__main__":
 # ## Workers
 # With `num_workers=2`, two worker processes load batches while this one trains. They pay off when
 # `__getitem__` is slow (files, decoding, augmenting); for data in memory, as here, they only add
-# the time to start them and to send batches back. fork copies this process; spawn and forkserver
+# the time to start them and to send batches back. fork copies this process. spawn and forkserver
 # start workers from a fresh Python that imports this file, and each worker unpickles the dataset.
+# Each new iterator draws a seed from the global generator, but persistent workers keep one
+# iterator, so with `--num-workers 0` the shuffles, and the losses, differ from epoch 2 on.
 # %%
 if __name__ == "__main__":
     train_loader = DataLoader(
         train_set, batch_size=4, shuffle=True, num_workers=args.num_workers,
         multiprocessing_context=args.multiprocessing_context,  # None: the platform's default
-        persistent_workers=args.num_workers > 0,  # keep the workers from one epoch to the next
+        persistent_workers=args.num_workers > 0,  # keep the workers between epochs (needs some)
         pin_memory=device.type == "cuda")  # so that .to(device, non_blocking=True) is async
     print(f"training on {device}, num_workers={args.num_workers}")
 
@@ -120,7 +122,6 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer, device: torch.d
         loss.backward()
         optimizer.step()
 
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
     model.eval()
@@ -131,7 +132,6 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> floa
         total += F.cross_entropy(logits, label.to(device), reduction="sum").item()
         count += len(label)
     return total / count
-
 
 if __name__ == "__main__":
     model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
@@ -145,12 +145,14 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Randomness in workers
-# Each worker seeds torch, `random` and numpy's global generator from the loader's base seed and
-# its id. A numpy `Generator` made in `__init__` is copied into each worker as it is, so all draw
-# the same numbers: a `worker_init_fn`, run in each worker as it starts, reseeds it. Under DDP
-# every rank seeds torch alike, so worker w draws the same numbers on every rank. A
-# `DistributedSampler` already gives each rank its own samples; seeding rank r's `generator=` with
-# `SEED + r` only makes the workers' draws differ between ranks.
+# Each worker seeds torch, `random` and numpy's global generator from the loader's base seed plus
+# its id, so their draws differ from worker to worker. A numpy `Generator` made in `__init__` is
+# copied into each worker as it is, so all the workers draw the same numbers. A `worker_init_fn`,
+# which each worker runs as it starts, can reseed its copy.
+#
+# Under DDP, if every rank calls `torch.manual_seed(SEED)`, worker w draws the same numbers on
+# every rank. Seeding rank r's loader `generator=` with `SEED + r` makes them differ (a
+# `DistributedSampler` already gives each rank its own samples).
 # %%
 class RandomDraws(Dataset):  # 6 samples, each a number drawn as a random augmentation draws
     def __init__(self):
@@ -162,11 +164,9 @@ class RandomDraws(Dataset):  # 6 samples, each a number drawn as a random augmen
     def __getitem__(self, i: int) -> float:
         return self.rng.uniform(-1, 1)
 
-
 def reseed_rng(worker_id: int) -> None:  # a worker_init_fn
     info = get_worker_info()  # this worker's seed, and its own copy of the dataset
     info.dataset.rng = np.random.default_rng(info.seed)
-
 
 if __name__ == "__main__" and args.num_workers > 0:  # not with --num-workers 0, nor in a notebook
     context = args.multiprocessing_context

@@ -183,6 +183,7 @@ def test_flags_dataloader_refuses_raise_its_own_value_error(args, message, monke
 @pytest.mark.parametrize("argv", [
     ["04_dataloader.py", "--num-workers", "0"],
     ["/usr/lib/python3/site-packages/ipykernel_launcher.py", "-f", "kernel.json"],  # Jupyter's
+    ["/usr/local/lib/python3/dist-packages/colab_kernel_launcher.py", "-f", "k.json"],  # Colab's
 ])
 def test_without_workers_it_trains_in_the_main_process_and_skips_the_workers_draws(
         argv, monkeypatch, capsys, tmp_path):
