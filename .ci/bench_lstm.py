@@ -40,7 +40,7 @@ def hand_loop(model, optimizer, data, steps, seq_len):
             i, state = 0, None
         t = min(seq_len, len(data) - 1 - i)
         log_probs, state = model(data[i : i + t], state)
-        state = tuple(s.detach() for s in state)
+        state = (state[0].detach(), state[1].detach())
         loss = F.nll_loss(log_probs.flatten(0, 1), data[i + 1 : i + 1 + t].flatten())
         optimizer.zero_grad()
         loss.backward()
