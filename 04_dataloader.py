@@ -17,7 +17,7 @@ torch.manual_seed(SEED)
 # The accelerator (a GPU, say) if one is usable; where none is, this gives None, so the CPU.
 device = torch.accelerator.current_accelerator(check_available=True) or torch.device("cpu")
 
-# Spawn and forkserver workers (the default on macOS and Windows, and on Linux from Python 3.14)
+# Spawn workers (the default on macOS and Windows) and forkserver ones (on Linux from Python 3.14)
 # import this file again: the demo code runs only under this guard, or each worker would run it too.
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="A DataLoader, with worker processes.")
@@ -51,7 +51,7 @@ if __name__ == "__main__":
     torch.randn(3)  # other code, a model's initialization say, draws from the global generator
     generator.manual_seed(SEED)  # the same seed again
     again = [batch.tolist() for batch in loader]
-    print(f"generator seeded {SEED}: {first}; reseeded, after other draws: {again}, the same")
+    print(f"generator seeded {SEED}: {first}; reseeded after another draw, the same: {again}")
 
 # %% [markdown]
 # ## Collation
@@ -76,8 +76,8 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## `collate_fn`: padding sequences
 # Sequences of different lengths cannot be stacked. `collate_fn=pad_collate` pads them to the
-# longest and returns their lengths, so that a model can ignore the padding. It pads with 0, often
-# a real token's id: here tokens start at 1.
+# longest and returns their lengths, so that a model can ignore the padding. It pads with 0, and 0
+# is often a real token's id, so here the tokens start at 1.
 # %%
 def pad_collate(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     padded = nn.utils.rnn.pad_sequence(batch, batch_first=True, padding_value=0)  # (B, T_max)
@@ -93,16 +93,17 @@ if __name__ == "__main__":
 # ## Workers
 # With `num_workers=2`, two worker processes load batches while this one trains. They pay off when
 # `__getitem__` is slow (files, decoding, augmenting); for data in memory, as here, they only add
-# the time to start them and to send batches back. fork copies this process. spawn and forkserver
-# start workers from a fresh Python that imports this file, and each worker unpickles the dataset.
-# Each new iterator draws a seed from the global generator, but persistent workers keep one
-# iterator, so with `--num-workers 0` the shuffles, and the losses, differ from epoch 2 on.
+# the time to start them and to send batches back. fork copies this process. spawn starts each
+# worker as a fresh Python that imports this file; forkserver imports it once, in a server that
+# forks the workers. Both send each worker the dataset by pickle. Each pass over a loader draws a
+# seed from the global generator, but persistent workers keep one pass going, so with
+# `--num-workers 0` the shuffles, and the losses, differ from epoch 2 on.
 # %%
 if __name__ == "__main__":
     train_loader = DataLoader(
         train_set, batch_size=4, shuffle=True, num_workers=args.num_workers,
         multiprocessing_context=args.multiprocessing_context,  # None: the platform's default
-        persistent_workers=args.num_workers > 0,  # keep the workers between epochs (needs some)
+        persistent_workers=args.num_workers > 0,  # keep the workers between epochs, if any
         pin_memory=device.type == "cuda")  # so that .to(device, non_blocking=True) is async
     print(f"training on {device}, num_workers={args.num_workers}")
 
@@ -145,16 +146,16 @@ if __name__ == "__main__":
 
 # %% [markdown]
 # ## Randomness in workers
-# Each worker seeds torch, `random` and numpy's global generator from the loader's base seed plus
-# its id, so their draws differ from worker to worker. A numpy `Generator` made in `__init__` is
-# copied into each worker as it is, so all the workers draw the same numbers. A `worker_init_fn`,
-# which each worker runs as it starts, can reseed its copy.
+# Each worker seeds torch and `random` with the loader's base seed plus its id, and numpy's global
+# generator from the two, so their draws differ from worker to worker. A numpy `Generator` made
+# in `__init__` is copied into each worker as it is, so all the workers draw the same numbers. A
+# `worker_init_fn`, which each worker runs as it starts, can reseed its copy.
 #
 # Under DDP, if every rank calls `torch.manual_seed(SEED)`, worker w draws the same numbers on
 # every rank. Seeding rank r's loader `generator=` with `SEED + r` makes them differ (a
 # `DistributedSampler` already gives each rank its own samples).
 # %%
-class RandomDraws(Dataset):  # 6 samples, each a number drawn as a random augmentation draws
+class RandomDraws(Dataset):  # 6 samples, each a random number, as an augmentation would draw
     def __init__(self):
         self.rng = np.random.default_rng(SEED)  # made here, it is copied into every worker
 

@@ -23,7 +23,7 @@ KEY_LINES = [
     rf"^epoch 1 with shuffle=True: {BATCHES_OF_10}, each number once$",
     rf"^epoch 2 with shuffle=True: {BATCHES_OF_10}, each number once$",
     r"^drop_last=True: \[\[0, 1, 2, 3\], \[4, 5, 6, 7\]\], without the short last batch$",
-    rf"^generator seeded 0: ({BATCHES_OF_10}); reseeded, after other draws: \1, the same$",
+    rf"^generator seeded 0: ({BATCHES_OF_10}); reseeded after another draw, the same: \1$",
     r"^a batch of 4 samples: x torch.Size\(\[4, 2\]\) torch.float32, label torch.Size\(\[4\]\) "
     r"torch.int64$",
     r"^Python floats collate to torch.float64, and binary_cross_entropy raises: Found dtype "
