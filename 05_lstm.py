@@ -26,18 +26,18 @@ parser.add_argument("--temperature", type=float, default=0.8, help="for sampling
 # In a notebook, sys.argv is the kernel's own command line: there the defaults apply.
 args = parser.parse_args([] if sys.argv[0].endswith("kernel_launcher.py") else None)
 torch.manual_seed(args.seed)
-# One thread for small matrices: with a laptop's other core busy, a second would stall every step.
+# One thread for small matrices: with a laptop's other core busy, a second can stall every step.
 if args.batch_size * args.hidden_size < 8192:
     torch.set_num_threads(1)
 # %% [markdown]
 # ## The model, three tokens learned, and two classic mistakes
-# `nn.LSTM` reads a sequence time first: (T, B, input size), here each token one-hot: V zeros and a
-# 1 at its index. The head gives V scores for the next token, and `log_softmax` turns them into the
-# log-probabilities that `nll_loss` expects. (`nn.Embedding(V, E)`, the usual first layer, learns a
-# table of E-wide vectors instead, and never makes the (T, B, V) one-hot tensor.)
+# `nn.LSTM` reads a sequence time first: (T, B, input size), here each token one-hot: V numbers,
+# all 0 but a 1 at its index. The head gives V scores for the next token, and `log_softmax` turns
+# them into the log-probabilities that `nll_loss` expects. (`nn.Embedding(V, E)`, the usual first
+# layer, learns E-wide vectors instead, and never makes the (T, B, V) one-hot tensor.)
 # Mistake 1: targets of shape (T, 1), where `nll_loss` wants one class index per row: (T,).
-# Mistake 2: `softmax` into `nll_loss`, which takes minus its input at the target: a probability,
-# not its log, whose gradient is tiny when the model is sure and wrong. `cross_entropy` takes the
+# Mistake 2: `softmax` into `nll_loss`. The loss is then minus a probability, not its log, and its
+# gradient is tiny when the model is sure and wrong, so it barely learns. `cross_entropy` takes the
 # scores and does both steps, `log_softmax` and `nll_loss`.
 # %%
 class CharLSTM(nn.Module):
@@ -68,19 +68,19 @@ try:
     F.nll_loss(log_probs[:, 0], targets.view(3, 1))
 except RuntimeError as error:
     print(f"mistake 1, targets of shape (3, 1): RuntimeError: {error}")
-for logits in ([10.0, 0.0, 0.0], [0.5, 0.0, 0.0]):  # sure and wrong, then unsure and wrong
-    z = torch.tensor([logits], requires_grad=True)  # (B=1, V=3); the target, 2, scores low
+for how, logits in [("sure", [10.0, 0.0, 0.0]), ("unsure", [0.5, 0.0, 0.0])]:  # target 2: wrong
+    z = torch.tensor([logits], requires_grad=True)  # (B=1, V=3)
     wrong = torch.autograd.grad(F.nll_loss(F.softmax(z, dim=-1), torch.tensor([2])), z)[0]
     right = torch.autograd.grad(F.cross_entropy(z, torch.tensor([2])), z)[0]
-    print(f"mistake 2, logits {logits}, target 2: gradient norm {wrong.norm():.3g} from "
-          f"nll_loss(softmax), {right.norm():.3g} from cross_entropy")
+    print(f"mistake 2, {how} and wrong (logits {logits}, target 2): gradient norm "
+          f"{wrong.norm():.3g} from nll_loss(softmax), {right.norm():.3g} from cross_entropy")
 # %% [markdown]
 # ## The text, the part held out, and a baseline
 # A model can learn its training text by heart, so the last tenth is held out: never trained on,
 # only scored. In a line of 20 characters only the start is a guess, one of 8996: the best loss is
 # ln(8996) / 20 = 0.455, and the best accuracy about 82% (the start's digits: 1 in 9, 1 in 10).
-# The bigram baseline scores each character by how often it follows the one before in the training
-# text, plus one; a `Counter` keeps only the pairs that occur, not a (V, V) table.
+# The bigram baseline scores each held-out character by how often it follows the one before in the
+# training text, plus one; a `Counter` keeps only the pairs that occur, not a (V, V) table.
 # %%
 starts = torch.randint(1000, 9996, (8000,)).tolist()
 text = "".join(f"{s} {s + 1} {s + 2} {s + 3}\n" for s in starts)  # 8000 lines
@@ -160,7 +160,7 @@ def generate(model, prompt, length, temperature):
     log_probs, state = model(tokens)  # (P, 1, V)
     written = ""
     for _ in range(length):
-        probs = F.softmax(log_probs[-1, 0] / temperature, dim=-1)  # (V,): the next character's
+        probs = F.softmax(log_probs[-1, 0] / temperature, dim=-1)  # (V,), as from scores / T
         token = torch.multinomial(probs, num_samples=1)  # (1,): drawn
         written += vocab[token.item()]
         log_probs, state = model(token.view(1, 1), state)  # (1, B=1, V)

@@ -13,10 +13,10 @@ from conftest import ROOT, load_script
 KEY_LINES = [r"^input \[3, 1, 2\], targets \[1, 2, 3\] \(the next tokens\): loss 0\.00\d\d after "
              r"300 steps, predicts \[1, 2, 3\]$",
              r"^mistake 1, targets of shape \(3, 1\): RuntimeError: .*multi-target not supported$",
-             r"^mistake 2, logits \[10\.0, 0\.0, 0\.0\], target 2: gradient norm 6\.42e-05 from "
-             r"nll_loss\(softmax\), 1\.41 from cross_entropy$",
-             r"^mistake 2, logits \[0\.5, 0\.0, 0\.0\], target 2: gradient norm 0\.246 from "
-             r"nll_loss\(softmax\), 0\.898 from cross_entropy$",
+             r"^mistake 2, sure and wrong \(logits \[10\.0, 0\.0, 0\.0\], target 2\): gradient "
+             r"norm 6\.42e-05 from nll_loss\(softmax\), 1\.41 from cross_entropy$",
+             r"^mistake 2, unsure and wrong \(logits \[0\.5, 0\.0, 0\.0\], target 2\): gradient "
+             r"norm 0\.246 from nll_loss\(softmax\), 0\.898 from cross_entropy$",
              r"^text: 160,000 characters of 12 kinds; bigram baseline 2\.38\d\d$",
              r"^step    75 \| mean training loss \d\.\d{4}$",
              r"^step   300 \| mean training loss 0\.\d{4}$",
