@@ -67,11 +67,10 @@ sampler = DistributedSampler(train_set, seed=0)  # reads the rank and world size
 loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)
 shards = gather(torch.tensor(list(sampler), device=device))  # all ranks' indices, in rank order
 firsts = shards.reshape(world_size, -1)[:, :3].tolist()
-distinct = len(shards.unique())
 if rank == 0:
     print(f"{world_size} process(es) on {device.type}, backend {dist.get_backend()}")
     print(f"first 3 indices of each rank's shard: {firsts}")
-    print(f"all shards together: {len(shards)} indices, {distinct} distinct of 512 samples")
+    print(f"all shards together: {len(shards)} indices, {len(shards.unique())} distinct of 512")
 # %% [markdown]
 # ## A new order each epoch: `set_epoch`
 # The sampler shuffles with its seed plus the epoch number that `set_epoch` sets. Pitfall: without
@@ -82,13 +81,14 @@ again = list(sampler)[:3]  # each list(sampler) is an epoch's pass: here without
 sampler.set_epoch(1)  # as the training loop does before its epoch 1
 new = list(sampler)[:3]
 if rank == 0:
-    print(f"rank 0's epochs start {firsts[0]}, {again} without set_epoch; {new} after set_epoch(1)")
+    print(f"rank 0's shard starts {firsts[0]}; again without set_epoch, {again}; after it, {new}")
 # %% [markdown]
 # ## `DistributedDataParallel`: one averaged gradient on every rank
 # Wrapping copies rank 0's weights to every rank. In `backward()`, DDP averages the ranks'
-# gradients: the gradient of the mean loss over all ranks' batches, the global batch. We check it
-# against a copy outside DDP. With the batch per process and the learning rate fixed, as here, N
-# processes take 1/N of the steps per epoch; `--batch-size 16` on 2 gives the losses of 32 on 1.
+# gradients: with batches of one size, the gradient of the mean loss over the global batch. We
+# check it against a copy outside DDP (a check that means something with 2 processes or more).
+# With the batch per process and the learning rate fixed, N processes take 1/N of the steps per
+# epoch: `--batch-size 16` on 2 processes gives the losses of 32 on 1.
 # %%
 model = DDP(nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).to(device))
 plain = copy.deepcopy(model.module)  # .module is the model inside DDP
@@ -105,7 +105,7 @@ if rank == 0:
 # %% [markdown]
 # ## Evaluation: each rank scores a part, `all_reduce` adds up
 # Rank r scores every world_size-th sample from r, so each sample is scored once (a
-# `DistributedSampler` would repeat some). `all_reduce` adds up the ranks' sums and counts. The
+# `DistributedSampler` could repeat some). `all_reduce` adds up the ranks' sums and counts. The
 # count is int64, so it stays exact; the sum is float64, so it keeps its precision as it grows.
 # %%
 @torch.inference_mode()
@@ -127,8 +127,8 @@ if rank == 0:
 # ## Training, with snapshots: rank 0 saves, every rank resumes
 # Rank 0 saves `model.module`'s weights, the optimizer's state and the epoch to a temporary file,
 # then renames it: a kill mid-write leaves the last snapshot whole. Every rank loads it at start
-# (across machines, from a disk they share). torchrun restarts the workers when one dies; the
-# variable works around a PyTorch bug, without which a restart can hang:
+# (across machines, from a disk they share). With `--max-restarts`, torchrun restarts the workers
+# when one dies; the variable works around a PyTorch bug, without which a restart can hang:
 #
 #     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 2 \
 #         --max-restarts 3 06_distributed.py --epochs 20 --snapshot run.pt
