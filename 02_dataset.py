@@ -48,14 +48,14 @@ for i in range(10):
 (root / "index.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 dataset = FolderDataset(root)
 first = dataset[0]  # loads 0.npy
-print(f"len(dataset): {len(dataset)}; dataset[0]: label {first['label']}, "
-      f"image {tuple(first['image'].shape)} {first['image'].dtype}")
+print(f"len(dataset): {len(dataset)}; dataset[0]: label {first['label']}, {first['image'].shape}")
 
 # %% [markdown]
 # ## `for sample in dataset`, and its pitfall
 # A `for` loop over a Dataset calls `dataset[0]`, `dataset[1]` and so on, and stops at the first
 # `IndexError`, which `self.rows[i]` raises past the end. Pitfall: a `__getitem__` that never
-# raises it, such as one that wraps around with `i % len(self)`, makes the loop endless.
+# raises it, such as one that wraps around with `i % len(self)`, makes the loop endless. (A
+# DataLoader still stops, because its sampler counts with `__len__`.)
 # %%
 samples = list(dataset)  # iterates as a for loop does: dataset[0], dataset[1], ..., dataset[10]
 try:
@@ -68,19 +68,19 @@ class Wrapping(FolderDataset):  # the pitfall
         return super().__getitem__(i % len(self))
 
 tenth = Wrapping(root)[10]["image"]  # no IndexError: sample 0 again
-print(f"Wrapping(root)[10] is dataset[0]: {torch.equal(tenth, first['image'])}")
+print(f"Wrapping(root)[10] equals dataset[0]: {torch.equal(tenth, first['image'])}")
 
 # %% [markdown]
 # ## A transform, run on every load
-# `transform=` takes a function from a sample to a sample. These images are (H, W); the
-# transforms in 03_transforms.py work on (C, H, W), which `image[None]` gives them.
+# `transform=` takes a function from a sample to a sample. These images are (H, W); those in
+# 03_transforms.py are (C, H, W), as torchvision's image transforms take them: `image[None]` adds C.
 # %%
 def flip(sample):  # a mirror image: an augmentation for training
     return {"image": sample["image"].flip(-1), "label": sample["label"]}
 
 flipped = FolderDataset(root, transform=flip)
 print(f"row 0 of dataset[0]'s image: {first['image'][0].tolist()}")
-print(f"the same, with transform=flip: {flipped[0]['image'][0].tolist()}")
+print(f"the same, with transform=flip, reversed: {flipped[0]['image'][0].tolist()}")
 
 # %% [markdown]
 # ## Training and validation parts: `random_split`

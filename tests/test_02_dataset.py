@@ -8,12 +8,12 @@ from conftest import Script
 
 m = Script("02_dataset.py")
 
-KEY_LINES = [r"^len\(dataset\): 10; dataset\[0\]: label [01], image \(8, 8\) torch.uint8$",
+KEY_LINES = [r"^len\(dataset\): 10; dataset\[0\]: label [01], torch.Size\(\[8, 8\]\)$",
              r"^list\(dataset\): 10 samples, as dataset\[10\] raises IndexError: list index out "
              r"of range$",
-             r"^Wrapping\(root\)\[10\] is dataset\[0\]: True$",
+             r"^Wrapping\(root\)\[10\] equals dataset\[0\]: True$",
              r"^row 0 of dataset\[0\]'s image: \[\d+(, \d+){7}\]$",
-             r"^the same, with transform=flip: \[\d+(, \d+){7}\]$",
+             r"^the same, with transform=flip, reversed: \[\d+(, \d+){7}\]$",
              r"^random_split: train on \[\d(, \d){7}\], validate on \[\d, \d\]$",
              r"^val_set's transform is now flip too: True$",
              r"^with a dataset each, val_set's transform is None$"]
