@@ -52,8 +52,8 @@ print(f"named_parameters(): {names}; nothing from the plain list")
 # %% [markdown]
 # ## Initial weights: `nn.init` through `model.apply`
 # Each layer starts with PyTorch's default weights; `model.apply(fn)` can replace them, calling `fn`
-# on every submodule and then on the model itself. Kaiming's normal init, meant for layers followed
-# by a ReLU such as fc1, draws weights with standard deviation sqrt(2 / fan_in) (fan_in: inputs).
+# on every submodule and then on the model itself. Kaiming's normal init is made for layers followed
+# by a ReLU, like fc1 (fc2 gets it too, as is common): weights with std sqrt(2 / number of inputs).
 # %%
 def init_weights(module):
     if isinstance(module, nn.Linear):
@@ -79,7 +79,7 @@ nn.init.constant_(layer.weight, 3.0)
 nn.init.constant_(layer.bias, 1.0)
 optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
 optimizer.zero_grad()  # backward() adds to .grad, so clear it before every backward()
-loss = F.mse_loss(layer(torch.tensor([[2.0]])), torch.tensor([[4.0]]))  # x and target: (1, 1)
+loss = F.mse_loss(layer(torch.tensor([[2.0]])), torch.tensor([[4.0]]))  # the mean of one (y-4)^2
 loss.backward()
 w, b = layer.weight, layer.bias
 print(f"autograd: L = {loss.item():g}, dL/dw = {w.grad.item():g}, dL/db = {b.grad.item():g}")
@@ -103,7 +103,7 @@ print(f"eval mode, two calls on the same x give the same logits: {equal_in_eval}
 # Save the `state_dict`, a dict of the model's parameters and buffers by name, and load it into a
 # new model of your class. `torch.load` loads only tensors and plain values (`weights_only=True`,
 # the default), which is meant to keep a file from running code. Pitfall: `torch.save(model)`
-# pickles the whole object, naming each class by its import path, so that load refuses it. Even
+# pickles the whole object, naming its classes by import path, and that load refuses classes. Even
 # `weights_only=False` fails in a script that has no `MLP` in its `__main__`.
 # %%
 with tempfile.TemporaryDirectory() as folder:  # deleted, with its files, at the end of the block
