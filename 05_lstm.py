@@ -101,7 +101,7 @@ first_counts = Counter(train_text[:-1])
 pairs = zip(held_out_text, held_out_text[1:])
 logs = [math.log((pair_counts[a, b] + 1) / (first_counts[a] + len(vocab))) for a, b in pairs]
 baseline = -sum(logs) / len(logs)
-print(f"text: {len(text):,} characters of {len(vocab)} kinds; bigram baseline {baseline:.4f}")
+print(f"text: {len(text):,} characters, {len(vocab)} distinct; bigram baseline {baseline:.4f}")
 # %% [markdown]
 # ## Training that carries the state, generation and evaluation
 # The training text is cut into `batch_size` stretches, the columns of `data` (N, B): `abcdefgh`

@@ -12,6 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "python -c 'import torch'": [sys.executable, "-c", "import torch"],
+    "python -c 'import torch' and a first optimizer": [
+        sys.executable, "-c", "import torch; torch.optim.SGD([torch.zeros(1)])"],
     "python -c 'import torchvision'": [sys.executable, "-c", "import torchvision"],
     "python 01_model.py": [sys.executable, ROOT / "01_model.py"],
     "python 02_dataset.py": [sys.executable, ROOT / "02_dataset.py"],
@@ -19,6 +21,10 @@ COMMANDS = {
     "python 04_dataloader.py": [sys.executable, ROOT / "04_dataloader.py"],
     "python 04_dataloader.py --num-workers 0": [sys.executable, ROOT / "04_dataloader.py",
                                                  "--num-workers", "0"],
+    "python 04_dataloader.py --multiprocessing-context spawn": [
+        sys.executable, ROOT / "04_dataloader.py", "--multiprocessing-context", "spawn"],
+    "python 04_dataloader.py --multiprocessing-context forkserver": [
+        sys.executable, ROOT / "04_dataloader.py", "--multiprocessing-context", "forkserver"],
     "python 05_lstm.py": [sys.executable, ROOT / "05_lstm.py"],
     "python 06_distributed.py": [sys.executable, ROOT / "06_distributed.py"],
     "torchrun --standalone --nproc-per-node 2 06_distributed.py": [

@@ -17,7 +17,7 @@ KEY_LINES = [r"^input \[3, 1, 2\], targets \[1, 2, 3\] \(the next tokens\): loss
              r"norm 6\.42e-05 from nll_loss\(softmax\), 1\.41 from cross_entropy$",
              r"^mistake 2, unsure and wrong \(logits \[0\.5, 0\.0, 0\.0\], target 2\): gradient "
              r"norm 0\.246 from nll_loss\(softmax\), 0\.898 from cross_entropy$",
-             r"^text: 160,000 characters of 12 kinds; bigram baseline 2\.38\d\d$",
+             r"^text: 160,000 characters, 12 distinct; bigram baseline 2\.38\d\d$",
              r"^step    75 \| mean training loss \d\.\d{4}$",
              r"^step   300 \| mean training loss 0\.\d{4}$",
              r"^trained on (cpu|cuda|mps|xpu): 306,368 tokens in [\d.]+ s, [\d,]+ tokens/s$",
