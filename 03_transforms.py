@@ -15,7 +15,7 @@ from torchvision.transforms import v2
 # a new dict and leaves its input alone: a Dataset that keeps its samples in memory hands out the
 # same tensors every epoch, and a change made in place would pile up.
 # %%
-image = torch.full((3, 32, 32), 100, dtype=torch.uint8)  # grey, in 3 channels (C, H, W)
+image = torch.full((3, 32, 32), 100, dtype=torch.uint8)  # grey (100 of 255) in 3 channels: C, H, W
 image[1, 4:16, 4:16] = 255  # a green square at the top left
 sample = {"image": image, "label": 1}
 
@@ -30,7 +30,7 @@ print(f"to_float(sample): image {floats.dtype}, values {floats.min():.2f}..{floa
 # ## A transform with parameters: a class, a closure or a partial
 # Our Datasets call `transform(sample)` with the sample alone, but `shift_scale` also needs a mean
 # and a std. A class keeps them as attributes. A closure remembers them from the function that
-# made it. `functools.partial` fills them in. (`v2.Normalize` is torchvision's own version.)
+# made it. `functools.partial` fills them in. (`v2.Normalize` takes a mean and std per channel.)
 # %%
 def shift_scale(sample, mean, std):
     return {**sample, "image": (sample["image"] - mean) / std}
@@ -70,7 +70,7 @@ def add_noise(sample):
 
 pipeline = v2.Compose([
     v2.ToImage(),  # wraps the image as a tv_tensors.Image
-    v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area, resized to 32x32
+    v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area, any shape, to 32x32
     v2.RandomHorizontalFlip(),  # crop and flip on uint8: a quarter of float32's bytes to move
     v2.ToDtype(torch.float32, scale=True),  # uint8 0..255 -> float32 0..1
     ShiftScale(0.5, 0.25),
@@ -97,8 +97,8 @@ except ValueError as e:
     print(f"ToImage with a tensor label first: ValueError: {e}")
 right = ShiftScale(0.5, 0.25)(to_float(sample))["image"]
 wrong = ShiftScale(0.5, 0.25)(sample)["image"]
-print(f"ShiftScale after to_float: {right.min():.2f}..{right.max():.2f}, within -2..2")
-print(f"ShiftScale on the uint8 values: {wrong.min():.0f}..{wrong.max():.0f}")
+print(f"ShiftScale after to_float: {right.min():.2f}..{right.max():.2f}")
+print(f"ShiftScale on the uint8 values: {wrong.min():.0f}..{wrong.max():.0f}, far outside -2..2")
 
 # %% [markdown]
 # ## Which transforms can go to spawn and forkserver workers
@@ -108,7 +108,7 @@ print(f"ShiftScale on the uint8 values: {wrong.min():.0f}..{wrong.max():.0f}")
 # lambda has no such name, so chain steps with `v2.Compose`, not in a closure. Workers started
 # with fork copy the Dataset instead, and a closure works there. A spawned worker must also import
 # each name, which fails for anything defined in a notebook cell, even where the round trip below
-# succeeds: put such code in a .py file.
+# succeeds: put such code in a .py file, its DataLoader under `if __name__ == "__main__":` (04).
 # %%
 print("a pickle round trip in this process:")
 for name, transform in [("class", by_class), ("closure", by_closure), ("partial", by_partial),
