@@ -21,7 +21,7 @@ print(f"device: {device}")
 # `state_dict()` and `print(model)` find it. Call `model(x)`, not `model.forward(x)`: the call also
 # runs the module's hooks. `model.to(device)` moves the model in place; `x.to(device)` returns a
 # tensor on the device and leaves `x` as it was, so assign it. Pitfall: layers in a plain Python
-# list are not registered, so the optimizer never updates them; `nn.ModuleList` registers them.
+# list are not registered, so all of these skip them; `nn.ModuleList` registers them.
 # %%
 class MLP(nn.Module):
     def __init__(self, in_features, hidden, out_features, dropout=0.2):
@@ -53,7 +53,7 @@ print(f"named_parameters(): {names}; nothing from the plain list")
 # ## Initial weights: `nn.init` through `model.apply`
 # Each layer starts with PyTorch's default weights; `model.apply(fn)` can replace them, calling `fn`
 # on every submodule and then on the model itself. Kaiming's normal init is made for layers followed
-# by a ReLU, like fc1 (fc2 gets it too, as is common): weights with std sqrt(2 / number of inputs).
+# by a ReLU, like fc1 (fc2 gets it too, here): weights with std sqrt(2 / number of inputs).
 # %%
 def init_weights(module):
     if isinstance(module, nn.Linear):
@@ -101,10 +101,10 @@ print(f"eval mode, two calls on the same x give the same logits: {equal_in_eval}
 # %% [markdown]
 # ## Saving and loading the weights
 # Save the `state_dict`, a dict of the model's parameters and buffers by name, and load it into a
-# new model of your class. `torch.load` loads only tensors and plain values (`weights_only=True`,
-# the default), which is meant to keep a file from running code. Pitfall: `torch.save(model)`
-# pickles the whole object, naming its classes by import path, and that load refuses classes. Even
-# `weights_only=False` fails in a script that has no `MLP` in its `__main__`.
+# new model of your class. `torch.load` loads only tensors, plain values and a few allowed types
+# (`weights_only=True`, the default), which is meant to keep a file from running code. Pitfall:
+# `torch.save(model)` pickles the whole object, naming its classes by import path, and that load
+# refuses them. Even `weights_only=False` fails in a script that has no `MLP` in its `__main__`.
 # %%
 with tempfile.TemporaryDirectory() as folder:  # deleted, with its files, at the end of the block
     torch.save(model.state_dict(), f"{folder}/mlp.pt")

@@ -61,7 +61,7 @@ samples = list(dataset)  # iterates as a for loop does: dataset[0], dataset[1], 
 try:
     dataset[10]
 except IndexError as e:
-    print(f"list(dataset): {len(samples)} samples, as dataset[10] raises IndexError: {e}")
+    print(f"list(dataset) stops at {len(samples)} samples: dataset[10] raises IndexError: {e}")
 
 class Wrapping(FolderDataset):  # the pitfall
     def __getitem__(self, i):
@@ -73,9 +73,9 @@ print(f"Wrapping(root)[10] equals dataset[0]: {torch.equal(tenth, first['image']
 # %% [markdown]
 # ## A transform, run on every load
 # `transform=` takes a function from a sample to a sample. These images are (H, W); those in
-# 03_transforms.py are (C, H, W), as torchvision's image transforms take them: `image[None]` adds C.
+# 03_transforms.py are (C, H, W), which some of torchvision's transforms need: `image[None]` adds C.
 # %%
-def flip(sample):  # a mirror image: an augmentation for training
+def flip(sample):  # a mirror image, as a random augmentation makes for some samples
     return {"image": sample["image"].flip(-1), "label": sample["label"]}
 
 flipped = FolderDataset(root, transform=flip)

@@ -20,7 +20,7 @@ image[1, 4:16, 4:16] = 255  # a green square at the top left
 sample = {"image": image, "label": 1}
 
 def to_float(sample):  # uint8 0..255 -> float32 0..1
-    return {**sample, "image": sample["image"].float() / 255}
+    return {**sample, "image": sample["image"].float() / 255}  # a new dict, with a new "image"
 
 floats = to_float(sample)["image"]
 print(f"a sample: image {tuple(image.shape)} {image.dtype}, label {sample['label']}")
@@ -70,7 +70,7 @@ def add_noise(sample):
 
 pipeline = v2.Compose([
     v2.ToImage(),  # wraps the image as a tv_tensors.Image
-    v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area, any shape, to 32x32
+    v2.RandomResizedCrop(32, scale=(0.25, 1.0)),  # 25-100% of the area, 3:4 to 4:3, to 32x32
     v2.RandomHorizontalFlip(),  # crop and flip on uint8: a quarter of float32's bytes to move
     v2.ToDtype(torch.float32, scale=True),  # uint8 0..255 -> float32 0..1
     ShiftScale(0.5, 0.25),
@@ -116,5 +116,5 @@ for name, transform in [("class", by_class), ("closure", by_closure), ("partial"
     try:
         pickle.loads(pickle.dumps(transform))
         print(f"  {name:10} pickles")
-    except (AttributeError, pickle.PicklingError) as e:  # the type varies by Python version
+    except (AttributeError, pickle.PicklingError) as e:  # which: by the object and the Python
         print(f"  {name:10} fails: {type(e).__name__}")

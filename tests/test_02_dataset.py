@@ -9,8 +9,8 @@ from conftest import Script
 m = Script("02_dataset.py")
 
 KEY_LINES = [r"^len\(dataset\): 10; dataset\[0\]: label [01], torch.Size\(\[8, 8\]\)$",
-             r"^list\(dataset\): 10 samples, as dataset\[10\] raises IndexError: list index out "
-             r"of range$",
+             r"^list\(dataset\) stops at 10 samples: dataset\[10\] raises IndexError: list index "
+             r"out of range$",
              r"^Wrapping\(root\)\[10\] equals dataset\[0\]: True$",
              r"^row 0 of dataset\[0\]'s image: \[\d+(, \d+){7}\]$",
              r"^the same, with transform=flip, reversed: \[\d+(, \d+){7}\]$",
