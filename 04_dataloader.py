@@ -93,11 +93,10 @@ if __name__ == "__main__":
 # ## Workers
 # With `num_workers=2`, two worker processes load batches while this one trains. They pay off when
 # `__getitem__` is slow (files, decoding, augmenting); for data in memory, as here, they only add
-# the time to start them and to send batches back. fork copies this process. spawn starts each
-# worker as a fresh Python that imports this file; forkserver imports it once, in a server that
-# forks the workers. Both send each worker the dataset by pickle. Each pass over a loader draws a
-# seed from the global generator, but persistent workers keep one pass going, so with
-# `--num-workers 0` the shuffles, and the losses, differ from epoch 2 on.
+# the time to start them and to send batches back. fork copies this process. spawn and forkserver
+# start a fresh Python process that imports this file, and send each worker the dataset by pickle.
+# Each new iterator over a loader draws a base seed from the global generator; persistent workers
+# reuse one iterator, so with `--num-workers 0` the later shuffles, and losses, differ from epoch 2.
 # %%
 if __name__ == "__main__":
     train_loader = DataLoader(
