@@ -108,7 +108,7 @@ print(f"ShiftScale on the uint8 values: {wrong.min():.0f}..{wrong.max():.0f}, fa
 # lambda has no such name, so chain steps with `v2.Compose`, not in a closure. Workers started
 # with fork copy the Dataset instead, and a closure works there. A spawned worker must also import
 # each name, which fails for anything defined in a notebook cell, even where the round trip below
-# succeeds: put such code in a .py file, its DataLoader under `if __name__ == "__main__":` (04).
+# succeeds: put such code in a .py file, and its DataLoader under the `__main__` guard (04).
 # %%
 print("a pickle round trip in this process:")
 for name, transform in [("class", by_class), ("closure", by_closure), ("partial", by_partial),
